@@ -1,0 +1,343 @@
+// Package protocol is the contract between the project server and its clients
+// (volunteer-client, researcher tools, the web UI): plain request and response types,
+// the endpoint each travels on, and the error codes callers act on. It imports nothing
+// from texgrid, so any client can depend on it without pulling in the server.
+//
+// # Versioning
+//
+// Version only goes up. Every request carries it in the Texgrid-Protocol header; the
+// server accepts MinVersion..Version and answers older clients with 426 and code
+// "upgrade_required", saying which version to install. Prefer adding a field or a
+// message over changing one.
+//
+//	1 (2026-11-21): first version: hosts, work units, results, heartbeats, campaigns.
+//
+// # Volunteer flow
+//
+// A volunteer attaches once (POST /api/v1/hosts with its account key) and receives a
+// host token. Then, in a loop: POST /api/v1/work to get a WorkUnit; GET the base model
+// blob; train; POST heartbeats while working; PUT the delta to the result endpoint. A
+// 409 with code "late" means the round closed without this result: drop it and ask for
+// new work. Every call but registration sends "Authorization: Bearer <host token>".
+package protocol
+
+import (
+	"fmt"
+	"time"
+)
+
+// Version is the protocol version this build speaks.
+const Version = 1
+
+// MinVersion is the oldest client protocol version the server still accepts.
+const MinVersion = 1
+
+// Header names.
+const (
+	HeaderVersion = "Texgrid-Protocol" // integer protocol version of the sender
+	HeaderSHA256  = "Texgrid-Sha256"   // hex sha256 of a blob body, sent with uploads and downloads
+)
+
+// APIPrefix is the root of every endpoint.
+const APIPrefix = "/api/v1"
+
+// Error is the body of every 4xx and 5xx answer.
+type Error struct {
+	Code    string `json:"code"`    // one of the Code* constants
+	Message string `json:"message"` // a sentence for humans, naming what was wrong
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message) }
+
+// ErrorBody wraps Error as it appears on the wire: {"error": {...}}.
+type ErrorBody struct {
+	Error *Error `json:"error"`
+}
+
+// Error codes. Clients branch on these, never on messages.
+const (
+	CodeBadRequest      = "bad_request"      // 400: malformed JSON or parameters
+	CodeUnauthorized    = "unauthorized"     // 401: missing or unknown token or account key
+	CodeForbidden       = "forbidden"        // 403: the token may not do this (another host's WU, a volunteer on a researcher route)
+	CodeNotFound        = "not_found"        // 404: unknown campaign, work unit, model or blob
+	CodeLate            = "late"             // 409: the round closed before this result arrived; it was recorded, not merged
+	CodeWUClosed        = "wu_closed"        // 409: the WU was reissued after its deadline or aborted; drop it
+	CodeConflict        = "conflict"         // 409: the action does not fit the object's state (start a done campaign)
+	CodeInvalidDelta    = "invalid_delta"    // 422: the delta's names, shapes, values or norm are wrong
+	CodeTooLarge        = "too_large"        // 413: the body is over the size limit
+	CodeUpgradeRequired = "upgrade_required" // 426: the client's protocol version is too old
+	CodeRateLimited     = "rate_limited"     // 429: back off and retry after Retry-After
+	CodeInternal        = "internal"         // 500: the server failed; retry later
+)
+
+// RegisterHostRequest is POST /api/v1/hosts, the only unauthenticated volunteer call.
+// The account key identifies the volunteer's account; one account may own many hosts.
+type RegisterHostRequest struct {
+	AccountKey    string  `json:"account_key"`
+	Name          string  `json:"name"` // host name shown to the volunteer
+	OS            string  `json:"os"`   // runtime.GOOS
+	Arch          string  `json:"arch"` // runtime.GOARCH
+	Cores         int     `json:"cores"`
+	MemoryBytes   int64   `json:"memory_bytes"`
+	GFLOPS        float64 `json:"gflops"` // measured by the client's trainer benchmark
+	ClientVersion string  `json:"client_version"`
+}
+
+// RegisterHostResponse returns the host identity. The token is shown once; the client
+// stores it in its state directory with mode 0600.
+type RegisterHostResponse struct {
+	HostID int64  `json:"host_id"`
+	Token  string `json:"token"`
+}
+
+// DetachPath is DELETE /api/v1/hosts/self: the host forgets its token; its open work
+// units are released for reissue.
+const DetachPath = APIPrefix + "/hosts/self"
+
+// HostUpdateRequest is PATCH /api/v1/hosts/self: refreshed capabilities.
+type HostUpdateRequest struct {
+	Cores         int     `json:"cores,omitempty"`
+	MemoryBytes   int64   `json:"memory_bytes,omitempty"`
+	GFLOPS        float64 `json:"gflops,omitempty"`
+	ClientVersion string  `json:"client_version,omitempty"`
+}
+
+// WorkRequest is POST /api/v1/work: the host asks for one work unit.
+type WorkRequest struct {
+	Threads         int     `json:"threads"`           // threads the volunteer lets the client use
+	FreeMemoryBytes int64   `json:"free_memory_bytes"` // the client's memory cap, or what is free
+	FreeDiskBytes   int64   `json:"free_disk_bytes"`   // room left under the disk cap
+	GFLOPS          float64 `json:"gflops,omitempty"`  // a fresh speed measurement, if any
+}
+
+// WorkResponse carries a work unit, or none and how long to wait before asking again.
+type WorkResponse struct {
+	WorkUnit          *WorkUnit `json:"work_unit,omitempty"`
+	RetryAfterSeconds int       `json:"retry_after_seconds,omitempty"`
+	Message           string    `json:"message,omitempty"` // why there is no work
+}
+
+// DatasetRef tells a volunteer where the work unit's images are.
+type DatasetRef struct {
+	Name            string `json:"name"`             // dataset folder on the FTP server
+	ManifestVersion string `json:"manifest_version"` // the manifest.json Version the fragments are drawn from
+	FTPAddr         string `json:"ftp_addr"`         // host:port
+	FTPUser         string `json:"ftp_user"`         // read-only account ("anonymous" when allowed)
+	FTPPassword     string `json:"ftp_password"`
+	FTPTLS          bool   `json:"ftp_tls"` // use explicit FTPS
+}
+
+// BlobRef names a content-addressed blob served by the project server.
+type BlobRef struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	URL    string `json:"url"` // path relative to the server, e.g. /api/v1/blobs/<sha256>
+}
+
+// Hyper carries a work unit's training hyper-parameters.
+type Hyper struct {
+	Epochs       int     `json:"epochs"`
+	BatchSize    int     `json:"batch_size"`
+	LearningRate float64 `json:"learning_rate"`
+	Momentum     float64 `json:"momentum"`
+	WeightDecay  float64 `json:"weight_decay"`
+}
+
+// WorkUnit describes one unit of training: which fragments (seed + count over the
+// manifest's training split, see trainer/data.SampleFragments), from which base model,
+// with which hyper-parameters. It is a few KB, never pixels.
+type WorkUnit struct {
+	ID            int64      `json:"id"`
+	CampaignID    int64      `json:"campaign_id"`
+	Round         int        `json:"round"`
+	BaseModel     BlobRef    `json:"base_model"` // safetensors float32 weights W(round)
+	ModelSpec     []byte     `json:"model_spec"` // canonical spec JSON (trainer/spec)
+	Classes       []string   `json:"classes"`    // label order; equals the manifest's classes
+	Dataset       DatasetRef `json:"dataset"`
+	FragmentSize  int        `json:"fragment_size"`
+	FragmentCount int        `json:"fragment_count"`
+	Seed          uint64     `json:"seed"` // fragment sampling and training RNG seed
+	Hyper         Hyper      `json:"hyper"`
+	DeltaDType    string     `json:"delta_dtype"` // "float32" or "float16": the encoding the server accepts
+	Deadline      time.Time  `json:"deadline"`
+	// FLOPs is the training cost the server will credit: samples x epochs x 3 x forward FLOPs.
+	FLOPs int64 `json:"flops"`
+}
+
+// HeartbeatRequest is POST /api/v1/work/{id}/heartbeat while the host trains.
+type HeartbeatRequest struct {
+	Progress float64 `json:"progress"` // 0..1
+	Epoch    int     `json:"epoch"`
+	Loss     float64 `json:"loss,omitempty"`
+}
+
+// HeartbeatResponse may extend the deadline or tell the host to abort the WU.
+type HeartbeatResponse struct {
+	Abort    bool      `json:"abort,omitempty"`
+	Reason   string    `json:"reason,omitempty"` // why to abort: "round_closed", "campaign_stopped", "reissued"
+	Deadline time.Time `json:"deadline"`
+}
+
+// Result upload: PUT /api/v1/work/{id}/result with the delta as the body, a safetensors
+// file whose tensors are W_trained - W_base under the model's tensor names, in the
+// WU's DeltaDType. Headers carry the metadata below; Texgrid-Sha256 is the body's hash.
+// Replaying an accepted upload is idempotent: the same answer, nothing merged twice.
+const (
+	HeaderSamples = "Texgrid-Samples" // integer: samples trained (fragments x epochs)
+	HeaderLoss    = "Texgrid-Loss"    // float: mean training loss of the last epoch
+)
+
+// Result outcomes.
+const (
+	OutcomeAccepted = "accepted" // valid and counted toward the round's quorum
+	OutcomeLate     = "late"     // valid but the round had closed; credited, not merged
+)
+
+// ResultResponse answers a result upload (200 accepted; 409 late with an Error body).
+type ResultResponse struct {
+	Outcome  string  `json:"outcome"`
+	Round    int     `json:"round"`
+	Credit   float64 `json:"credit"`             // credit granted for this result
+	Replayed bool    `json:"replayed,omitempty"` // the result had already been accepted
+}
+
+// WorkPath returns the path of a work unit's sub-resource ("result", "heartbeat").
+func WorkPath(id int64, sub string) string {
+	return fmt.Sprintf("%s/work/%d/%s", APIPrefix, id, sub)
+}
+
+// BlobPath returns GET /api/v1/blobs/{sha256}: model versions, content-addressed.
+func BlobPath(sha string) string { return APIPrefix + "/blobs/" + sha }
+
+// Researcher API. Every call needs "Authorization: Bearer <researcher token>".
+
+// Campaign states.
+const (
+	StateDraft   = "draft"
+	StateRunning = "running"
+	StatePaused  = "paused"
+	StateDone    = "done"
+	StateStopped = "stopped"
+)
+
+// Aggregation modes.
+const (
+	ModeSync  = "sync"  // rounds with a quorum; late results discarded
+	ModeAsync = "async" // staleness-weighted buffered updates (later)
+)
+
+// CampaignSpec is POST /api/v1/campaigns. Zero fields take the documented defaults.
+type CampaignSpec struct {
+	Name              string   `json:"name"`
+	Dataset           string   `json:"dataset"`
+	ManifestVersion   string   `json:"manifest_version,omitempty"`     // default: the current manifest
+	Model             string   `json:"model"`                          // a spec name under the server's models dir, or inline
+	ModelSpec         []byte   `json:"model_spec,omitempty"`           // inline spec JSON; overrides Model
+	FragmentSize      int      `json:"fragment_size,omitempty"`        // default 256
+	FragmentsMin      int      `json:"fragments_min,omitempty"`        // default 4500
+	FragmentsMax      int      `json:"fragments_max,omitempty"`        // default 6000
+	Hyper             Hyper    `json:"hyper"`                          // default 2 epochs, batch 32, lr 0.01, momentum 0.9
+	Quorum            float64  `json:"quorum,omitempty"`               // 0.75..0.90, default 0.8
+	WorkUnitsPerRound int      `json:"work_units_per_round,omitempty"` // default 4
+	Rounds            int      `json:"rounds,omitempty"`               // default 10
+	WUDeadline        Duration `json:"wu_deadline,omitempty"`          // default 30m
+	RoundDeadline     Duration `json:"round_deadline,omitempty"`       // default 4 x WU deadline
+	MaxAttempts       int      `json:"max_attempts,omitempty"`         // issues per WU slot, default 3
+	DeltaDType        string   `json:"delta_dtype,omitempty"`          // default "float32"
+	MaxDeltaNorm      float64  `json:"max_delta_norm,omitempty"`       // L2 bound on a delta, default 1e3
+	WeightBySamples   bool     `json:"weight_by_samples,omitempty"`
+	Mode              string   `json:"mode,omitempty"`  // default "sync"
+	Seed              uint64   `json:"seed,omitempty"`  // campaign seed: initial weights and WU seeds
+	Start             bool     `json:"start,omitempty"` // create in running state
+}
+
+// Duration is a time.Duration that reads and writes as a Go duration string ("30m").
+type Duration time.Duration
+
+// MarshalJSON writes "1h30m0s".
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// UnmarshalJSON reads "90s" style strings or integer seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' {
+		v, err := time.ParseDuration(s[1 : len(s)-1])
+		if err != nil {
+			return fmt.Errorf("duration %s: %w", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var secs int64
+	if _, err := fmt.Sscan(s, &secs); err != nil {
+		return fmt.Errorf("duration %s: want a string like \"30m\" or seconds", s)
+	}
+	*d = Duration(time.Duration(secs) * time.Second)
+	return nil
+}
+
+// Campaign is what GET /api/v1/campaigns/{id} returns.
+type Campaign struct {
+	ID          int64        `json:"id"`
+	Spec        CampaignSpec `json:"spec"` // with defaults filled in
+	State       string       `json:"state"`
+	Round       int          `json:"round"`        // the round being issued; equals Spec.Rounds when done
+	ModelSHA256 string       `json:"model_sha256"` // the newest global model
+	Classes     []string     `json:"classes"`
+	CreatedAt   time.Time    `json:"created_at"`
+	UpdatedAt   time.Time    `json:"updated_at"`
+	Message     string       `json:"message,omitempty"` // e.g. why a round is stuck
+}
+
+// CampaignAction is POST /api/v1/campaigns/{id}/{action} with action one of start,
+// pause, resume, stop. It answers the updated Campaign, or 409 "conflict".
+const (
+	ActionStart  = "start"
+	ActionPause  = "pause"
+	ActionResume = "resume"
+	ActionStop   = "stop"
+)
+
+// RoundInfo is an element of GET /api/v1/campaigns/{id}/rounds.
+type RoundInfo struct {
+	Round          int        `json:"round"`
+	State          string     `json:"state"` // "open", "closed", "stuck"
+	BaseModel      string     `json:"base_model"`
+	ResultModel    string     `json:"result_model,omitempty"`
+	Issued         int        `json:"issued"`
+	Accepted       int        `json:"accepted"`
+	Late           int        `json:"late"`
+	Invalid        int        `json:"invalid"`
+	Needed         int        `json:"needed"` // ceil(quorum x WUs)
+	OpenedAt       time.Time  `json:"opened_at"`
+	ClosedAt       *time.Time `json:"closed_at,omitempty"`
+	SamplesTrained int64      `json:"samples_trained"`
+	Metrics        *Metrics   `json:"metrics,omitempty"` // evaluation of ResultModel on the test split
+}
+
+// Metrics is a model's evaluation on held-out images.
+type Metrics struct {
+	Classes          []string  `json:"classes"`
+	Fragments        int       `json:"fragments"`
+	Images           int       `json:"images"`
+	FragmentAccuracy float64   `json:"fragment_accuracy"`
+	ImageAccuracy    float64   `json:"image_accuracy"` // argmax of the mean fragment probabilities
+	Loss             float64   `json:"loss"`
+	MacroF1          float64   `json:"macro_f1"`
+	Precision        []float64 `json:"precision"`
+	Recall           []float64 `json:"recall"`
+	F1               []float64 `json:"f1"`
+	Confusion        [][]int   `json:"confusion"` // [true][predicted], fragment level
+	Engine           string    `json:"engine"`    // "go" or "onnxruntime"
+}
+
+// Status is GET /api/v1/status, unauthenticated: the server's versions and counters.
+type Status struct {
+	ServerVersion   string `json:"server_version"`
+	ProtocolVersion int    `json:"protocol_version"`
+	MinProtocol     int    `json:"min_protocol"`
+	Campaigns       int    `json:"campaigns"`
+	Hosts           int    `json:"hosts"`
+}
