@@ -1,0 +1,53 @@
+# texgrid build, test and demo entry points. `make help` lists them.
+#
+# The OpenBLAS-backed GEMM is used when Debian's libopenblas is installed (build tag
+# `openblas`); without it everything builds and runs on gonum's pure-Go BLAS.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+ORT_DIR := $(CURDIR)/.cache/onnxruntime
+OPENBLAS := $(wildcard /usr/lib/x86_64-linux-gnu/libopenblas.so /usr/lib/aarch64-linux-gnu/libopenblas.so)
+TAGS ?= $(if $(OPENBLAS),openblas,)
+GOFLAGS_TAGS := $(if $(TAGS),-tags $(TAGS),)
+export TEXGRID_ORT_LIB ?= $(ORT_DIR)/libonnxruntime.so.1
+TEST_TIMEOUT ?= 20m
+
+.PHONY: help build demo test test-go test-purego test-e2e bench lint deps ort clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+deps: ## install the Debian packages texgrid needs (run as root on Debian 12)
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		gcc libopenblas-dev postgresql curl lftp ca-certificates nodejs npm python3
+
+ort: $(TEXGRID_ORT_LIB) ## fetch the ONNX Runtime shared library into .cache/onnxruntime
+
+$(TEXGRID_ORT_LIB):
+	bash trainer/scripts/fetch-onnxruntime.sh $(ORT_DIR)
+
+build: ## build every binary into bin/
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS_TAGS) -o $(BIN)/ ./trainer/cmd/... ./dataset-ftp/cmd/... ./project-server/cmd/... ./volunteer-client/cmd/...
+
+demo: build ort ## run the whole grid on 127.0.0.1 (DATA=DIR for a real dataset)
+	bash configs/demo.sh $(if $(DATA),--data $(DATA),)
+
+test: ort ## run every test: unit, integration, PostgreSQL, ONNX Runtime, pure-Go BLAS
+	TEXGRID_REQUIRE_ORT=1 TEXGRID_REQUIRE_POSTGRES=1 TEXGRID_REQUIRE_TOOLS=1 \
+		$(GO) test $(GOFLAGS_TAGS) -timeout $(TEST_TIMEOUT) -count=1 ./...
+	CGO_ENABLED=0 $(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./trainer/...
+
+bench: build ort ## benchmarks against their peers (PyTorch, ONNX Runtime), printing ratios
+	bash trainer/bench/bench.sh
+	$(GO) test $(GOFLAGS_TAGS) -run '^$$' -bench . -benchtime 3s ./project-server/... ./dataset-ftp/...
+
+lint: ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet $(GOFLAGS_TAGS) ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 $(GOFLAGS_TAGS) ./...
+
+clean: ## remove build output
+	rm -rf $(BIN)
