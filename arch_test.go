@@ -1,0 +1,114 @@
+package texgrid
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/texgrid/texgrid"
+
+// rule says which texgrid packages a tree may import. Prefixes are module-relative;
+// a package matches the longest prefix that names it.
+type rule struct {
+	tree  string
+	allow []string // module-relative prefixes this tree may import ("" = nothing from texgrid)
+}
+
+// The import table of ARCHITECTURE.md. Keep the two in step.
+var rules = []rule{
+	{"project-server/protocol", nil},
+	{"volunteer-client/localapi", nil},
+	{"dataset-ftp/manifest", []string{"trainer/data"}},
+	{"trainer", []string{"trainer", "configs"}},
+	{"dataset-ftp", []string{"dataset-ftp", "trainer"}},
+	{"project-server", []string{"project-server", "dataset-ftp/manifest", "dataset-ftp/ftpstore", "trainer", "migrations", "web", "configs"}},
+	{"volunteer-client", []string{"volunteer-client", "project-server/protocol", "dataset-ftp/manifest", "dataset-ftp/ftpstore", "trainer", "configs"}},
+	{"migrations", nil},
+	{"web", nil},
+	{"configs", []string{"trainer/spec"}},
+	{"", []string{"trainer", "dataset-ftp", "project-server", "volunteer-client", "migrations", "web", "configs"}},
+}
+
+type pkg struct {
+	ImportPath string
+	Name       string
+	Doc        string
+	Imports    []string
+}
+
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", "./...")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkg
+	for {
+		var p pkg
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+func ruleFor(rel string) rule {
+	best := rule{tree: "-"}
+	for _, r := range rules {
+		if (rel == r.tree || strings.HasPrefix(rel, r.tree+"/") || r.tree == "") &&
+			(best.tree == "-" || len(r.tree) > len(best.tree)) {
+			best = r
+		}
+	}
+	return best
+}
+
+func TestImportRules(t *testing.T) {
+	for _, p := range listPackages(t) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		r := ruleFor(rel)
+		check := func(imps []string) {
+			for _, imp := range imps {
+				if !strings.HasPrefix(imp, module+"/") {
+					continue
+				}
+				irel := strings.TrimPrefix(imp, module+"/")
+				ok := false
+				for _, a := range r.allow {
+					if irel == a || strings.HasPrefix(irel, a+"/") {
+						ok = true
+					}
+				}
+				if !ok {
+					t.Errorf("%s (rule %q) imports %s, which ARCHITECTURE.md does not allow", rel, r.tree, irel)
+				}
+			}
+		}
+		// Only non-test imports are ruled: integration tests may start the real peer
+		// of the tree they test, and Go's internal/ rule already keeps them from
+		// reaching into another tree's internals.
+		check(p.Imports)
+	}
+}
+
+func TestEveryPackageHasADocComment(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.Name == "main" {
+			if p.Doc == "" {
+				t.Errorf("command %s has no doc comment (// Command x ...)", p.ImportPath)
+			}
+			continue
+		}
+		if p.Doc == "" {
+			t.Errorf("package %s has no doc comment", p.ImportPath)
+		}
+	}
+}
