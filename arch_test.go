@@ -112,3 +112,30 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 		}
 	}
 }
+
+func TestRuleFor(t *testing.T) {
+	cases := []struct {
+		pkg, imp string
+		allowed  bool
+	}{
+		{"project-server/protocol", "trainer/spec", false},
+		{"volunteer-client/internal/agent", "project-server/protocol", true},
+		{"volunteer-client/internal/agent", "project-server/internal/store", false},
+		{"dataset-ftp/manifest", "trainer/data", true},
+		{"dataset-ftp/manifest", "dataset-ftp/internal/server", false},
+		{"trainer/nn", "dataset-ftp/manifest", false},
+		{"project-server/internal/api", "volunteer-client/localapi", false},
+	}
+	for _, c := range cases {
+		r := ruleFor(c.pkg)
+		ok := false
+		for _, a := range r.allow {
+			if c.imp == a || strings.HasPrefix(c.imp, a+"/") {
+				ok = true
+			}
+		}
+		if ok != c.allowed {
+			t.Errorf("%s importing %s: allowed = %v, want %v (rule %q)", c.pkg, c.imp, ok, c.allowed, r.tree)
+		}
+	}
+}
