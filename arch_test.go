@@ -60,6 +60,16 @@ func listPackages(t *testing.T) []pkg {
 	return pkgs
 }
 
+// allows reports whether a tree under r may import the module-relative package imp.
+func (r rule) allows(imp string) bool {
+	for _, a := range r.allow {
+		if imp == a || strings.HasPrefix(imp, a+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 func ruleFor(rel string) rule {
 	best := rule{tree: "-"}
 	for _, r := range rules {
@@ -80,14 +90,7 @@ func TestImportRules(t *testing.T) {
 				if !strings.HasPrefix(imp, module+"/") {
 					continue
 				}
-				irel := strings.TrimPrefix(imp, module+"/")
-				ok := false
-				for _, a := range r.allow {
-					if irel == a || strings.HasPrefix(irel, a+"/") {
-						ok = true
-					}
-				}
-				if !ok {
+				if irel := strings.TrimPrefix(imp, module+"/"); !r.allows(irel) {
 					t.Errorf("%s (rule %q) imports %s, which ARCHITECTURE.md does not allow", rel, r.tree, irel)
 				}
 			}
@@ -128,13 +131,7 @@ func TestRuleFor(t *testing.T) {
 	}
 	for _, c := range cases {
 		r := ruleFor(c.pkg)
-		ok := false
-		for _, a := range r.allow {
-			if c.imp == a || strings.HasPrefix(c.imp, a+"/") {
-				ok = true
-			}
-		}
-		if ok != c.allowed {
+		if ok := r.allows(c.imp); ok != c.allowed {
 			t.Errorf("%s importing %s: allowed = %v, want %v (rule %q)", c.pkg, c.imp, ok, c.allowed, r.tree)
 		}
 	}
