@@ -13,15 +13,23 @@ GOFLAGS_TAGS := $(if $(TAGS),-tags $(TAGS),)
 export TEXGRID_ORT_LIB ?= $(ORT_DIR)/libonnxruntime.so.1
 TEST_TIMEOUT ?= 20m
 
-.PHONY: help build demo test test-go test-purego test-e2e bench lint deps ort clean
+.PHONY: help build demo test bench lint deps deps-bench ort clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-deps: ## install the Debian packages texgrid needs (run as root on Debian 12)
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		gcc libopenblas-dev postgresql curl lftp ca-certificates nodejs npm python3
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+DEB_PKGS := gcc libc6-dev libopenblas-dev postgresql curl lftp ca-certificates python3
+
+deps: ## install the Debian packages texgrid needs (uses sudo when not root)
+	$(SUDO) apt-get update -qq
+	$(APT) $(DEB_PKGS)
+	@# Node's npm fetches the ONNX Runtime library; keep an npm that is already there.
+	command -v npm >/dev/null || $(APT) nodejs npm
+
+deps-bench: deps ## also install the PyTorch peer that `make bench` compares against
+	$(APT) python3-torch
 
 ort: $(TEXGRID_ORT_LIB) ## fetch the ONNX Runtime shared library into .cache/onnxruntime
 
@@ -47,7 +55,7 @@ bench: build ort ## benchmarks against their peers (PyTorch, ONNX Runtime), prin
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet $(GOFLAGS_TAGS) ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.7.0 $(GOFLAGS_TAGS) ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(GOFLAGS_TAGS) ./...
 
 clean: ## remove build output
 	rm -rf $(BIN)
