@@ -1,0 +1,43 @@
+// Package gemm is the trainer's single entry point to matrix multiplication. Every
+// product goes through gonum's blas32, whose implementation is chosen at start-up:
+// OpenBLAS through cgo when built with the `openblas` tag (see openblas.go), gonum's
+// pure-Go sgemm otherwise. Callers that parallelise across samples keep each call
+// single-threaded with SetThreads(1) so that the reduction order, and therefore every
+// result bit, depends only on the inputs.
+package gemm
+
+import (
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// MatMul computes c = op(a) * op(b) + beta*c for row-major matrices, where op(a) is
+// m x k and op(b) is k x n; transA and transB select the transposes. lda, ldb and ldc
+// are the row strides of a, b and c as stored.
+func MatMul(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	ta, tb := blas.NoTrans, blas.NoTrans
+	if transA {
+		ta = blas.Trans
+	}
+	if transB {
+		tb = blas.Trans
+	}
+	blas32.Implementation().Sgemm(ta, tb, m, n, k, 1, a, lda, b, ldb, beta, c, ldc)
+}
+
+// Backend names the BLAS in use: "openblas" or "gonum".
+func Backend() string { return backend }
+
+// SetThreads sets how many threads one MatMul call may use inside the BLAS. The engine
+// calls it with 1 because it parallelises across samples itself. It has no effect on
+// the pure-Go backend, which splits large products across goroutines on its own
+// (block by block, so results do not depend on scheduling).
+func SetThreads(n int) {
+	if n < 1 {
+		n = 1
+	}
+	setThreads(n)
+}

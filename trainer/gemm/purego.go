@@ -1,0 +1,7 @@
+//go:build !(cgo && openblas)
+
+package gemm
+
+const backend = "gonum"
+
+func setThreads(int) {}

@@ -1,0 +1,247 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/texgrid/texgrid/trainer/gemm"
+	"github.com/texgrid/texgrid/trainer/spec"
+	"github.com/texgrid/texgrid/trainer/tensor"
+)
+
+// parMatMul is gemm.MatMul with the columns of c split across up to threads
+// goroutines when the product is large enough to pay for them. Each element of c is
+// computed by exactly one call, so the split does not change the summation order.
+func parMatMul(threads int, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if threads == 1 || 2*m*n*k < 1<<22 || n < 32*threads {
+		gemm.MatMul(transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	parallel(threads, func(w int) {
+		j0 := (w * n / threads) &^ 15
+		j1 := ((w + 1) * n / threads) &^ 15
+		if w == threads-1 {
+			j1 = n
+		}
+		if j1 <= j0 {
+			return
+		}
+		bb := b[j0:]
+		if transB {
+			bb = b[j0*ldb:]
+		}
+		gemm.MatMul(transA, transB, m, j1-j0, k, a, lda, bb, ldb, beta, c[j0:], ldc)
+	})
+}
+
+// headForward runs batched layer i (after the energy layer) over n samples.
+func (ws *Workspace) headForward(i, n int, train bool, seed uint64) {
+	l := &ws.m.layers[i]
+	xs, ys := l.in.Size(), l.out.Size()
+	x, y := ws.input(i)[:n*xs], ws.acts[i][:n*ys]
+	switch l.Type {
+	case spec.Dense:
+		wt, b := ws.m.params[l.w].T.Data, ws.m.params[l.b].T.Data
+		parMatMul(ws.threads, false, true, n, ys, xs, x, xs, wt, xs, 0, y, ys)
+		for s := 0; s < n; s++ {
+			row := y[s*ys : (s+1)*ys]
+			for j := range row {
+				row[j] += b[j]
+			}
+		}
+	case spec.ReLU:
+		relu(y)
+	case spec.Dropout:
+		for s := 0; s < n; s++ {
+			dropoutForward(l.Rate, train, seed, i, s, x[s*xs:(s+1)*xs], y[s*ys:(s+1)*ys], ws.mask[i][s*ys:(s+1)*ys])
+		}
+	default:
+		panic(fmt.Sprintf("nn: layer %d (%s) after the energy layer", i, l.Type))
+	}
+}
+
+// ensureTraining allocates the gradient buffers on first use.
+func (ws *Workspace) ensureTraining() {
+	if ws.grads != nil {
+		return
+	}
+	m := ws.m
+	ws.grads = make([]tensor.Named, len(m.params))
+	for i, p := range m.params {
+		ws.grads[i] = tensor.Named{Name: p.Name, T: tensor.New(p.T.Shape...)}
+	}
+	width, act := 0, 0
+	for i, l := range m.layers {
+		if i > m.energy {
+			width = max(width, l.in.Size(), l.out.Size())
+		} else {
+			act = max(act, l.in.Size(), l.out.Size())
+		}
+	}
+	ws.dHead[0] = make([]float32, ws.batch*width)
+	ws.dHead[1] = make([]float32, ws.batch*width)
+	ws.probs = make([]float32, ws.batch*m.r.Classes)
+	for _, w := range ws.workers {
+		w.dcols = make([]float32, len(w.cols))
+		w.dA = make([]float32, act)
+		w.dB = make([]float32, act)
+		w.grads = make([][]float32, len(m.params))
+		for i, l := range m.layers {
+			if i < m.energy && l.Type == spec.Conv {
+				w.grads[l.w] = make([]float32, m.params[l.w].T.Len())
+				w.grads[l.b] = make([]float32, m.params[l.b].T.Len())
+			}
+		}
+	}
+}
+
+// Grads returns the gradients of the last TrainBatch in spec order, named like Params.
+// They are the mean over the batch of the cross-entropy loss gradient.
+func (ws *Workspace) Grads() []tensor.Named {
+	ws.ensureTraining()
+	return ws.grads
+}
+
+// Probs returns the softmax probabilities [n, classes] of the last TrainBatch.
+func (ws *Workspace) Probs(n int) []float32 { return ws.probs[:n*ws.m.r.Classes] }
+
+// TrainBatch runs n samples from Input forward with dropout masks drawn from seed,
+// computes the mean softmax cross-entropy against labels and leaves the gradients in
+// Grads. It returns the summed loss and how many samples were classified correctly.
+func (ws *Workspace) TrainBatch(n int, labels []int, seed uint64) (loss float64, correct int, err error) {
+	if n < 1 || n > ws.batch {
+		return 0, 0, fmt.Errorf("nn: train batch: %d samples, want 1..%d: %w", n, ws.batch, ErrShape)
+	}
+	if len(labels) != n {
+		return 0, 0, fmt.Errorf("nn: train batch: %d labels for %d samples: %w", len(labels), n, ErrShape)
+	}
+	classes := ws.m.r.Classes
+	for i, y := range labels {
+		if y < 0 || y >= classes {
+			return 0, 0, fmt.Errorf("nn: train batch: label %d of sample %d is outside [0, %d): %w", y, i, classes, ErrShape)
+		}
+	}
+	ws.ensureTraining()
+	m := ws.m
+	logits := ws.Forward(n, true, seed)
+	cur := 0
+	loss, correct = softmaxXent(logits, ws.probs, ws.dHead[cur], labels, n, classes)
+
+	firstConv := -1
+	for i := 0; i < m.energy; i++ {
+		if m.layers[i].Type == spec.Conv {
+			firstConv = i
+			break
+		}
+	}
+	for i := len(m.layers) - 1; i > m.energy; i-- {
+		l := &m.layers[i]
+		xs, ys := l.in.Size(), l.out.Size()
+		dy := ws.dHead[cur][:n*ys]
+		switch l.Type {
+		case spec.Dense:
+			x := ws.input(i)[:n*xs]
+			wt := m.params[l.w].T.Data
+			parMatMul(ws.threads, true, false, ys, xs, n, dy, ys, x, xs, 0, ws.grads[l.w].T.Data, xs)
+			gb := ws.grads[l.b].T.Data
+			clear(gb)
+			for s := 0; s < n; s++ {
+				for j, v := range dy[s*ys : (s+1)*ys] {
+					gb[j] += v
+				}
+			}
+			if firstConv >= 0 || hasDenseBelow(m, i) {
+				parMatMul(ws.threads, false, false, n, xs, ys, dy, ys, wt, xs, 0, ws.dHead[1-cur][:n*xs], xs)
+				cur = 1 - cur
+			}
+		case spec.ReLU:
+			reluBackward(ws.acts[i][:n*ys], dy)
+		case spec.Dropout:
+			mulInPlace(dy, ws.mask[i][:n*ys])
+		}
+	}
+	if firstConv < 0 {
+		return loss, correct, nil
+	}
+	dE := ws.dHead[cur]
+	es := m.layers[m.energy].out.Size()
+	t := min(ws.threads, n)
+	parallel(t, func(w int) {
+		wk := ws.workers[w]
+		for _, g := range wk.grads {
+			clear(g)
+		}
+		lo, hi := split(n, t, w)
+		for s := lo; s < hi; s++ {
+			ws.trunkBackward(wk, s, dE[s*es:(s+1)*es], firstConv)
+		}
+	})
+	ws.reduce(t)
+	return loss, correct, nil
+}
+
+// hasDenseBelow reports whether a dense layer sits between the energy layer and i.
+func hasDenseBelow(m *Model, i int) bool {
+	for j := m.energy + 1; j < i; j++ {
+		if m.layers[j].Type == spec.Dense {
+			return true
+		}
+	}
+	return false
+}
+
+// trunkBackward back-propagates sample s from the energy output down to layer stop
+// (the first conv), adding parameter gradients into the worker's sums.
+func (ws *Workspace) trunkBackward(w *worker, s int, dE []float32, stop int) {
+	m := ws.m
+	dy := dE
+	bufs := [2][]float32{w.dA, w.dB}
+	next := 0
+	for i := m.energy; i >= stop; i-- {
+		l := &m.layers[i]
+		xs, ys := l.in.Size(), l.out.Size()
+		dx := bufs[next][:xs]
+		switch l.Type {
+		case spec.Energy:
+			energyBackward(l, dy, dx)
+		case spec.MaxPool:
+			maxPoolBackward(dy, dx, ws.idx[i][s*ys:(s+1)*ys])
+		case spec.ReLU:
+			reluBackward(ws.acts[i][s*ys:(s+1)*ys], dy)
+			continue
+		case spec.Dropout:
+			mulInPlace(dy, ws.mask[i][s*ys:(s+1)*ys])
+			continue
+		case spec.Conv:
+			x := ws.input(i)[s*xs : (s+1)*xs]
+			if i == stop {
+				dx = nil
+			}
+			convBackward(l, m.params[l.w].T.Data, x, dy, w.grads[l.w], w.grads[l.b], dx, w.cols, w.dcols)
+		}
+		dy = dx
+		next = 1 - next
+	}
+}
+
+// reduce sums the first t workers' trunk gradients, in worker order, into ws.grads.
+// The elements are split across goroutines; each element's sum order is fixed.
+func (ws *Workspace) reduce(t int) {
+	for pi, g := range ws.grads {
+		if ws.workers[0].grads[pi] == nil {
+			continue
+		}
+		dst := g.T.Data
+		parallel(min(ws.threads, max(1, len(dst)/4096)), func(part int) {
+			parts := min(ws.threads, max(1, len(dst)/4096))
+			lo, hi := split(len(dst), parts, part)
+			copy(dst[lo:hi], ws.workers[0].grads[pi][lo:hi])
+			for w := 1; w < t; w++ {
+				src := ws.workers[w].grads[pi][lo:hi]
+				d := dst[lo:hi]
+				for j, v := range src {
+					d[j] += v
+				}
+			}
+		})
+	}
+}
