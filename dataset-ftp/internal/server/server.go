@@ -1,0 +1,328 @@
+// Package server is dataset-ftp's FTP(S) server: goftp.io/server/v2 over a root folder
+// of <dataset>/<class>/<image> trees, with bcrypt accounts (uploaders write the datasets
+// they are granted, readers and anonymous only read), refusal of every path that leaves
+// the root, upload size and quota limits, partial uploads kept out of sight until they
+// complete, and indexing of a dataset into manifest.json once uploads to it settle.
+//
+// Hidden names (starting with ".") belong to the server: .quarantine, partial uploads
+// ".<name>.part" and the state folder .dataset-ftp. Readers never see or fetch them;
+// uploaders see .quarantine and partial files of the datasets they may write (to check
+// what was rejected) but can never create a hidden name.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	ftpserver "goftp.io/server/v2"
+
+	"github.com/texgrid/texgrid/dataset-ftp/internal/index"
+	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+)
+
+// Options are the hooks a caller (the command, tests) may set.
+type Options struct {
+	// Log receives refusals, logins, uploads and indexing results; nil discards them.
+	Log *slog.Logger
+	// OnIndexed is called after each automatic indexing of a dataset.
+	OnIndexed func(dataset string, m *manifest.Manifest, err error)
+}
+
+// Server is one dataset-ftp instance. Create it with New and run it with Serve.
+type Server struct {
+	cfg       Config
+	opt       Options
+	rootDir   string // absolute, symlinks resolved
+	root      *os.Root
+	log       *slog.Logger
+	accounts  map[string]*Account
+	auth      *authenticator
+	ledger    *ledger
+	sched     *index.Scheduler
+	tlsConfig *tls.Config
+	ftp       *ftpserver.Server
+
+	mu    sync.Mutex
+	conns map[string]*ctrlConn // by remote address
+	addr  net.Addr
+}
+
+// New checks the configuration and prepares the server; nothing listens yet.
+func New(cfg Config, opt Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	abs, err := filepath.Abs(cfg.Root)
+	if err == nil {
+		abs, err = filepath.EvalSymlinks(abs)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("root %s: %w", cfg.Root, err)
+	}
+	root, err := os.OpenRoot(abs)
+	if err != nil {
+		return nil, fmt.Errorf("root: %w", err)
+	}
+	s := &Server{cfg: cfg, opt: opt, rootDir: abs, root: root, log: log,
+		accounts: map[string]*Account{}, conns: map[string]*ctrlConn{}}
+	for i := range cfg.Accounts {
+		a := cfg.Accounts[i]
+		s.accounts[a.Name] = &a
+	}
+	s.ledger, err = openLedger(root)
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	s.sched = index.NewScheduler(time.Duration(cfg.IndexDelay), s.indexDataset)
+	if cfg.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("tls certificate: %w", err)
+		}
+		s.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12, NextProtos: []string{"ftp"}}
+	}
+	return s, nil
+}
+
+func (s *Server) close() {
+	if s.ledger != nil {
+		s.ledger.Close()
+	}
+	s.root.Close()
+}
+
+// account returns the account of a logged-in user; anonymous is a reader.
+func (s *Server) account(user string) *Account {
+	if a := s.accounts[user]; a != nil {
+		return a
+	}
+	if s.cfg.Anonymous && isAnonymous(user) {
+		return &Account{Name: AnonymousUser, Role: RoleReader}
+	}
+	return nil
+}
+
+// Addr is the control address once Serve has started (nil before).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// ListenAndServe listens on cfg.Listen and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve accepts FTP connections on ln until ctx ends, then stops listening, runs any
+// pending indexing and returns nil. Connected sessions are closed.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	defer s.close()
+	s.auth = &authenticator{accounts: s.accounts, anonymous: s.cfg.Anonymous, backoff: newBackoff(),
+		log: s.log, sleep: sleepCtx, ctx: ctx}
+	opts := &ftpserver.Options{
+		Driver:         driver{s},
+		Auth:           s.auth,
+		Perm:           ftpserver.NewSimplePerm("texgrid", "texgrid"),
+		Name:           "texgrid dataset-ftp",
+		WelcomeMessage: "texgrid dataset-ftp ready",
+		PublicIP:       s.cfg.PublicIP,
+		PassivePorts:   s.cfg.PassivePorts,
+		Logger:         goftpLogger{s.log},
+		Commands:       s.commands(),
+		Port:           -1,
+	}
+	if s.tlsConfig != nil {
+		opts.TLS, opts.ExplicitFTPS, opts.TLSConfig, opts.ForceTLS = true, true, s.tlsConfig, s.cfg.TLSRequired
+	}
+	srv, err := ftpserver.NewServer(opts)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("ftp server: %w", err)
+	}
+	if s.tlsConfig != nil {
+		// goftp installs its TLS configuration only inside ListenAndServe; with the
+		// invalid port -1 that call sets it up and fails at once without listening, and
+		// Serve below then uses our own listener.
+		if err := srv.ListenAndServe(); err == nil {
+			return errors.New("ftp server: unexpected listen on port -1")
+		}
+	}
+	s.mu.Lock()
+	s.ftp, s.addr = srv, ln.Addr()
+	s.mu.Unlock()
+
+	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSched()
+	schedDone := make(chan struct{})
+	go func() {
+		defer close(schedDone)
+		s.sched.Run(schedCtx)
+	}()
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(&listener{Listener: ln, s: s}) }()
+	s.log.Info("serving", "addr", ln.Addr().String(), "root", s.rootDir, "tls", s.tlsConfig != nil, "tls_required", s.cfg.TLSRequired)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		srv.Shutdown()
+		<-serveErr
+	case runErr = <-serveErr:
+		srv.Shutdown()
+		if errors.Is(runErr, ftpserver.ErrServerClosed) {
+			runErr = nil
+		}
+	}
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	stopSched()
+	<-schedDone
+	s.sched.Flush(context.WithoutCancel(ctx))
+	if runErr != nil {
+		return fmt.Errorf("serve: %w", runErr)
+	}
+	return nil
+}
+
+// changed tells the scheduler that a dataset was written.
+func (s *Server) changed(dataset string) {
+	if dataset != "" {
+		s.sched.Touch(dataset)
+	}
+}
+
+func (s *Server) indexDataset(ctx context.Context, dataset string) {
+	start := time.Now()
+	m, err := index.Dataset(ctx, s.rootDir, dataset, index.Options{
+		TestFraction: s.cfg.TestFraction, MaxImageBytes: s.cfg.MaxImageBytes, Log: s.log})
+	if err != nil {
+		s.log.Error("index", "dataset", dataset, "err", err)
+	} else {
+		s.log.Info("indexed", "dataset", dataset, "images", len(m.Images), "quarantined", len(m.Quarantined),
+			"version", m.Version, "took", time.Since(start).Round(time.Millisecond))
+	}
+	if s.opt.OnIndexed != nil {
+		s.opt.OnIndexed(dataset, m, err)
+	}
+}
+
+// peerGone reports whether the client closed its control connection, which is how a
+// killed client's unfinished upload (its data connection closed cleanly by the kernel)
+// is told apart from a finished one.
+func (s *Server) peerGone(sess *ftpserver.Session) bool {
+	s.mu.Lock()
+	c := s.conns[sess.RemoteAddr().String()]
+	s.mu.Unlock()
+	return c != nil && c.closedByPeer(5*time.Millisecond)
+}
+
+// listener wraps accepted connections in ctrlConn.
+type listener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	cc := &ctrlConn{Conn: c, idle: time.Duration(l.s.cfg.IdleTimeout), s: l.s}
+	l.s.mu.Lock()
+	l.s.conns[c.RemoteAddr().String()] = cc
+	l.s.mu.Unlock()
+	return cc, nil
+}
+
+// ctrlConn is a control connection: reads time out after the idle timeout, and the
+// server can check whether the peer has closed it without losing bytes.
+type ctrlConn struct {
+	net.Conn
+	idle    time.Duration
+	s       *Server
+	pending []byte
+	once    sync.Once
+}
+
+func (c *ctrlConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	if c.idle > 0 {
+		c.Conn.SetReadDeadline(time.Now().Add(c.idle))
+	}
+	return c.Conn.Read(p)
+}
+
+// closedByPeer waits up to wait for the peer's close; bytes that arrive instead are
+// kept for the next Read. Only the session's own goroutine calls it, between commands'
+// reads, so it never races with Read.
+func (c *ctrlConn) closedByPeer(wait time.Duration) bool {
+	if len(c.pending) > 0 {
+		return false
+	}
+	c.Conn.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 4096)
+	n, err := c.Conn.Read(buf)
+	c.pending = append(c.pending, buf[:n]...)
+	c.Conn.SetReadDeadline(time.Time{})
+	if n > 0 || err == nil {
+		return false
+	}
+	var ne net.Error
+	return !(errors.As(err, &ne) && ne.Timeout())
+}
+
+func (c *ctrlConn) Close() error {
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		if c.s.conns[c.RemoteAddr().String()] == c {
+			delete(c.s.conns, c.RemoteAddr().String())
+		}
+		c.s.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// goftpLogger sends goftp's session log to slog at debug level, never passwords.
+type goftpLogger struct{ log *slog.Logger }
+
+func (l goftpLogger) Print(id string, msg interface{}) {
+	l.log.Debug(fmt.Sprint(msg), "session", id)
+}
+func (l goftpLogger) Printf(id string, format string, v ...interface{}) {
+	l.log.Debug(fmt.Sprintf(format, v...), "session", id)
+}
+func (l goftpLogger) PrintCommand(id string, cmd string, param string) {
+	if cmd == "PASS" {
+		param = "****"
+	}
+	l.log.Debug("command", "session", id, "cmd", cmd, "param", param)
+}
+func (l goftpLogger) PrintResponse(id string, code int, msg string) {
+	l.log.Debug("reply", "session", id, "code", code, "msg", msg)
+}
