@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/texgrid/texgrid/configs"
+	"github.com/texgrid/texgrid/trainer/data"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/onnx"
 	"github.com/texgrid/texgrid/trainer/spec"
@@ -356,4 +357,111 @@ func TestMissingLibraryChild(t *testing.T) {
 		t.Fatalf("Open without the library = %v, want ErrNoLibrary", oerr)
 	}
 	t.Logf("error: %v", err)
+}
+
+// repoRoot walks up from the package directory to go.mod.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		if filepath.Dir(dir) == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+func TestClassifyImageMatchesGoEngine(t *testing.T) {
+	requireORT(t)
+	t.Parallel()
+	path := filepath.Join(repoRoot(t), "..", "shared", "data", "kylberg6", "canvas1", "canvas1-a-p001.png")
+	g, err := data.LoadGray(path)
+	if err != nil {
+		t.Skipf("shared test image: %v", err)
+	}
+	r := shipped(t, "tcnn-small", 6, 256)
+	m := newModel(t, r, 11)
+	sess, err := Open(export(t, r, m), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	got, err := ClassifyImage(sess, g, 0, 160)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same grid through the Go engine, averaged the same way.
+	frags := data.GridFragments(0, g.W, g.H, 256, 160)
+	if got.Fragments != len(frags) || len(frags) != 9 {
+		t.Fatalf("%d fragments, grid has %d (576 px, 256 px, stride 160: want 9)", got.Fragments, len(frags))
+	}
+	x := tensor.New(len(frags), 1, 256, 256)
+	for i, f := range frags {
+		if err := g.Cut(f, x.Data[i*256*256:(i+1)*256*256]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probs := Softmax(m.Forward(x, 2))
+	want := make([]float64, 6)
+	for i, p := range probs.Data {
+		want[i%6] += float64(p) / float64(len(frags))
+	}
+	var sum float64
+	for c := range want {
+		sum += float64(got.Probs[c])
+		if math.Abs(float64(got.Probs[c])-want[c]) > 1e-5 {
+			t.Errorf("class %d: ORT mean probability %v, Go engine %v", c, got.Probs[c], want[c])
+		}
+	}
+	if math.Abs(sum-1) > 1e-5 || got.Prob != got.Probs[got.Class] {
+		t.Errorf("prediction %+v (probabilities sum to %v)", got, sum)
+	}
+	for c := range want {
+		if want[c] > want[got.Class]+1e-6 {
+			t.Errorf("argmax %d, but class %d has a higher mean probability", got.Class, c)
+		}
+	}
+}
+
+func TestClassifyImageRejects(t *testing.T) {
+	requireORT(t)
+	t.Parallel()
+	r := shipped(t, "tcnn-small", 2, 64)
+	sess, err := Open(export(t, r, newModel(t, r, 1)), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	img := &data.Gray{W: 100, H: 80, Pix: make([]uint8, 100*80)}
+	cases := []struct {
+		name         string
+		g            *data.Gray
+		size, stride int
+		want         string
+	}{
+		{"image too small", &data.Gray{W: 50, H: 80, Pix: make([]uint8, 50*80)}, 0, 0, "the 50x80 image is smaller than the 64x64 fragments"},
+		{"size differs from the model", img, 32, 0, "32 px fragments for a model that takes 64 px"},
+		{"negative stride", img, 0, -1, "stride -1 is negative"},
+		{"broken image", &data.Gray{W: 100, H: 80, Pix: make([]uint8, 10)}, 0, 0, "holds 10"},
+		{"nil image", nil, 0, 0, "nil image"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ClassifyImage(sess, tc.g, tc.size, tc.stride)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
+	p, err := ClassifyImage(sess, img, 0, 0)
+	if err != nil || p.Fragments != 4 {
+		t.Errorf("100x80 image, 64 px, stride 64: %+v, %v (want 4 fragments)", p, err)
+	}
 }
