@@ -9,6 +9,9 @@ import (
 	"strconv"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/texgrid/texgrid/trainer/spec"
+	"github.com/texgrid/texgrid/trainer/tensor"
 )
 
 // ErrNotONNX reports bytes that are not an ONNX model: not protobuf, or protobuf without
@@ -492,4 +495,51 @@ func repeatedFixed32(typ protowire.Type, v uint64, p []byte, field string, add f
 		return wireErr(field, typ)
 	}
 	return nil
+}
+
+// Network reads back a model texgrid exported: the spec from MetaSpec resolved for the
+// model's classes and input size, the weights from the initializers (in spec order),
+// and the class names. It lets the Go engine run an exported model when ONNX Runtime
+// is not available.
+func (m *Model) Network() (*spec.Resolved, []tensor.Named, []string, error) {
+	js, ok := m.Metadata[MetaSpec]
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("model has no %s metadata (not exported by texgrid?)", MetaSpec)
+	}
+	sp, err := spec.Parse([]byte(js))
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("metadata %s: %w", MetaSpec, err)
+	}
+	classes, err := m.Classes()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	size, err := strconv.Atoi(m.Metadata[MetaFragmentSize])
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("metadata %s: %w", MetaFragmentSize, err)
+	}
+	r, err := sp.Resolve(len(classes), size)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	params := make([]tensor.Named, 0, len(r.Params))
+	for _, p := range r.Params {
+		init, ok := m.Graph.Initializer(p.Name)
+		if !ok {
+			return nil, nil, nil, fmt.Errorf("initializer %q is missing", p.Name)
+		}
+		vals, err := init.Floats()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		shape := make([]int, len(init.Dims))
+		for i, d := range init.Dims {
+			shape[i] = int(d)
+		}
+		if !tensor.SameShape(shape, p.Shape) {
+			return nil, nil, nil, fmt.Errorf("initializer %q has shape %v, the spec wants %v", p.Name, shape, p.Shape)
+		}
+		params = append(params, tensor.Named{Name: p.Name, T: &tensor.Tensor{Shape: shape, Data: vals}})
+	}
+	return r, params, classes, nil
 }

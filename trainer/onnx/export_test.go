@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,6 +172,22 @@ func TestExportReadsBack(t *testing.T) {
 			}
 			if string(back.JSON()) != string(r.Spec.JSON()) {
 				t.Errorf("metadata spec differs:\n%s\n%s", back.JSON(), r.Spec.JSON())
+			}
+			// Network gives back the spec, weights and classes that went in.
+			r2, p2, cs2, err := m.Network()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r2.Size != tc.size || r2.Classes != tc.classes || string(r2.Spec.JSON()) != string(r.Spec.JSON()) {
+				t.Errorf("Network resolved %s for %d classes at %d px", r2.Spec.JSON(), r2.Classes, r2.Size)
+			}
+			if strings.Join(cs2, ",") != strings.Join(classes, ",") || len(p2) != len(params) {
+				t.Fatalf("Network: classes %v, %d params", cs2, len(p2))
+			}
+			for i, p := range params {
+				if p2[i].Name != p.Name || !tensor.SameShape(p2[i].T.Shape, p.T.Shape) || !slices.Equal(p2[i].T.Data, p.T.Data) {
+					t.Errorf("Network param %d: %s %v, want %s %v", i, p2[i].Name, p2[i].T.Shape, p.Name, p.T.Shape)
+				}
 			}
 		})
 	}
@@ -441,4 +458,37 @@ func FuzzDecode(f *testing.F) {
 		}
 		_, _ = m.Classes()
 	})
+}
+
+func TestNetworkRejectsForeignModels(t *testing.T) {
+	t.Parallel()
+	r := resolve(t, "tcnn-small", 2, 64)
+	good, err := Export(r, randomParams(r, 2), classNames(2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		edit func(m *Model)
+		want string
+	}{
+		{"no spec", func(m *Model) { delete(m.Metadata, MetaSpec) }, "no texgrid.spec metadata"},
+		{"no classes", func(m *Model) { delete(m.Metadata, MetaClasses) }, "no texgrid.classes metadata"},
+		{"bad size", func(m *Model) { m.Metadata[MetaFragmentSize] = "big" }, "texgrid.fragment_size"},
+		{"missing weight", func(m *Model) { m.Graph.Initializers = m.Graph.Initializers[1:] }, `initializer "conv1.weight" is missing`},
+		{"short weight", func(m *Model) { m.Graph.Initializers[1].Raw = m.Graph.Initializers[1].Raw[:8] }, "8 bytes of raw data"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m, err := Decode(good)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(m)
+			if _, _, _, err := m.Network(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one mentioning %q", err, tc.want)
+			}
+		})
+	}
 }
