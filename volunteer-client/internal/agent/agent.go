@@ -1,0 +1,622 @@
+// Package agent is the volunteer-client's compute loop: ask for work, fetch the base
+// model, train batch by batch under the volunteer's preferences (pause, CPU limit,
+// idle-only, time window), checkpoint, heartbeat, and upload the delta exactly once.
+//
+// Order of business on every turn of the loop: a finished delta waiting for upload
+// comes first, then an unfinished work unit (resumed from its checkpoint), then new
+// work. Everything that must survive a crash is on disk (package checkpoint) before
+// the agent acts on it, so the loop can be killed at any instruction.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/volunteer-client/internal/apiclient"
+	"github.com/texgrid/texgrid/volunteer-client/internal/backoff"
+	"github.com/texgrid/texgrid/volunteer-client/internal/checkpoint"
+	"github.com/texgrid/texgrid/volunteer-client/internal/idle"
+	"github.com/texgrid/texgrid/volunteer-client/internal/prefs"
+	"github.com/texgrid/texgrid/volunteer-client/internal/state"
+	"github.com/texgrid/texgrid/volunteer-client/localapi"
+)
+
+// errDropped ends a work unit the server no longer wants; its files are gone.
+var errDropped = errors.New("work unit dropped")
+
+// ErrAborted is the cause of a work unit stopped by the server.
+var ErrAborted = errors.New("work unit aborted by the server")
+
+// Config wires an Agent. Zero durations take production values.
+type Config struct {
+	Dir      *state.Dir
+	API      *apiclient.Client
+	Identity state.Identity
+	Prefs    *prefs.Store
+	Trainer  Trainer
+	Idle     idle.Detector // nil: idle.System
+	Logger   *slog.Logger
+	Version  string
+	GFLOPS   float64
+
+	// OnProgress, when set, hears every status change of the current work unit (the
+	// terminal progress bar).
+	OnProgress func(localapi.WorkUnit)
+	// MaxResults stops Run after this many uploads were answered (0: run forever).
+	MaxResults int
+
+	Now       func() time.Time // clock for the time window; default time.Now
+	RetryBase time.Duration    // first backoff ceiling; default 1s
+	Poll      time.Duration    // how often a waiting agent rechecks idle and window; default 30s
+}
+
+// Agent runs the loop. Its exported methods are safe for concurrent use by the local API.
+type Agent struct {
+	cfg  Config
+	work *checkpoint.Store
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	st      localapi.Status
+	paused  bool
+	wake    chan struct{} // closed and replaced on pause/resume
+	results int
+}
+
+// New checks cfg and opens the work directory.
+func New(cfg Config) (*Agent, error) {
+	if cfg.Dir == nil || cfg.API == nil || cfg.Prefs == nil || cfg.Trainer == nil {
+		return nil, errors.New("agent: Dir, API, Prefs and Trainer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Idle == nil {
+		cfg.Idle = idle.System{Cores: cfg.Prefs.Get().MaxThreads}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.RetryBase <= 0 {
+		cfg.RetryBase = time.Second
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 30 * time.Second
+	}
+	work, err := checkpoint.Open(cfg.Dir.File(state.WorkDir))
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, work: work, log: cfg.Logger, wake: make(chan struct{})}
+	a.st = localapi.Status{State: localapi.StateIdle, Server: cfg.Identity.Server, HostID: cfg.Identity.HostID, ClientVersion: cfg.Version}
+	return a, nil
+}
+
+// Status returns a snapshot for the local API.
+func (a *Agent) Status() localapi.Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := a.st
+	if s.WorkUnit != nil {
+		wu := *s.WorkUnit
+		s.WorkUnit = &wu
+	}
+	s.Prefs = a.cfg.Prefs.Get()
+	return s
+}
+
+// Pause stops computing after the current batch; the work unit stays checkpointed.
+func (a *Agent) Pause() { a.setPaused(true) }
+
+// Resume undoes Pause.
+func (a *Agent) Resume() { a.setPaused(false) }
+
+func (a *Agent) setPaused(p bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.paused == p {
+		return
+	}
+	a.paused = p
+	close(a.wake)
+	a.wake = make(chan struct{})
+	if p {
+		a.st.State, a.st.Reason = localapi.StatePaused, "paused by the volunteer"
+	}
+}
+
+func (a *Agent) update(f func(s *localapi.Status)) {
+	a.mu.Lock()
+	f(&a.st)
+	var wu *localapi.WorkUnit
+	if a.st.WorkUnit != nil {
+		c := *a.st.WorkUnit
+		wu = &c
+	}
+	a.mu.Unlock()
+	if wu != nil && a.cfg.OnProgress != nil {
+		a.cfg.OnProgress(*wu)
+	}
+}
+
+func (a *Agent) setState(state, reason string) {
+	a.update(func(s *localapi.Status) { s.State, s.Reason = state, reason })
+}
+
+func (a *Agent) fail(err error) {
+	a.log.Error("volunteer-client", "err", err)
+	now := a.cfg.Now()
+	a.update(func(s *localapi.Status) { s.LastError, s.LastErrorAt = err.Error(), &now })
+}
+
+// Run loops until ctx ends (it then checkpoints and returns nil), MaxResults uploads
+// were answered, or a failure no retry can fix (unauthorized host, unusable state
+// directory).
+func (a *Agent) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if a.cfg.MaxResults > 0 && a.resultsDone() >= a.cfg.MaxResults {
+			return nil
+		}
+		if err := a.turn(ctx); err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, apiclient.ErrUnauthorized) || errors.Is(err, apiclient.ErrUpgrade) {
+				return err
+			}
+			a.fail(err)
+			// A failed turn (disk full, trainer error) waits before the next one, so a
+			// persistent fault does not spin.
+			if backoff.Sleep(ctx, a.policy().Delay(3)) != nil {
+				break
+			}
+		}
+	}
+	a.setState(localapi.StateIdle, "stopped")
+	return nil
+}
+
+func (a *Agent) resultsDone() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.results
+}
+
+func (a *Agent) policy() backoff.Policy {
+	return backoff.Policy{Base: a.cfg.RetryBase, Max: time.Duration(a.cfg.Prefs.Get().MaxRetryDelaySecs) * time.Second}
+}
+
+// retry runs op with the agent's backoff, showing waits in the status.
+func (a *Agent) retry(ctx context.Context, what string, op func(ctx context.Context) error) error {
+	return backoff.Retry(ctx, a.policy(), func(ctx context.Context) error {
+		return apiclient.ForRetry(op(ctx))
+	}, func(err error, wait time.Duration) {
+		a.log.Warn("retrying", "what", what, "err", err, "wait", wait.Round(time.Millisecond))
+		now := a.cfg.Now()
+		a.update(func(s *localapi.Status) {
+			s.LastError, s.LastErrorAt = fmt.Sprintf("%s: %v (retrying in %s)", what, err, wait.Round(time.Second)), &now
+		})
+	})
+}
+
+func (a *Agent) turn(ctx context.Context) error {
+	r, delta, err := a.work.LoadResult()
+	if errors.Is(err, checkpoint.ErrCorrupt) {
+		a.fail(err)
+		return a.work.Clear()
+	}
+	if err != nil {
+		return err
+	}
+	if r != nil {
+		return a.upload(ctx, r, delta)
+	}
+	d, err := a.work.LoadDescriptor()
+	if errors.Is(err, checkpoint.ErrCorrupt) {
+		a.fail(err)
+		return a.work.Clear()
+	}
+	if err != nil {
+		return err
+	}
+	if d == nil {
+		if err := a.gate(ctx); err != nil {
+			return err
+		}
+		if d, err = a.fetchWork(ctx); err != nil || d == nil {
+			return err
+		}
+	}
+	return a.runWorkUnit(ctx, d)
+}
+
+// gate blocks while the volunteer's preferences say not to compute: paused, outside
+// the time window, or (with run-only-when-idle) the machine in use.
+func (a *Agent) gate(ctx context.Context) error {
+	for {
+		a.mu.Lock()
+		paused, wake := a.paused, a.wake
+		a.mu.Unlock()
+		p := a.cfg.Prefs.Get()
+		state, reason := "", ""
+		if paused {
+			state, reason = localapi.StatePaused, "paused by the volunteer"
+		} else if w, err := localapi.ParseWindow(p.TimeWindow); err == nil && !w.Contains(a.cfg.Now()) {
+			state, reason = localapi.StateWaiting, fmt.Sprintf("outside the time window %s", p.TimeWindow)
+		} else if p.RunOnlyWhenIdle {
+			if ok, why := a.cfg.Idle.Idle(ctx, time.Duration(p.IdleMinutes)*time.Minute, p.IdleMaxLoad); !ok {
+				state, reason = localapi.StateWaiting, why
+			}
+		}
+		if state == "" {
+			return nil
+		}
+		a.setState(state, reason)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		case <-a.cfg.Prefs.Changed():
+		case <-time.After(a.cfg.Poll):
+		}
+	}
+}
+
+func (a *Agent) freeDisk(p localapi.Prefs) int64 {
+	used, _ := state.DirSize(a.cfg.Dir.Path)
+	free := p.MaxDiskMB<<20 - used
+	if fs, err := sysFreeDisk(a.cfg.Dir.Path); err == nil && fs < free {
+		free = fs
+	}
+	if free < 0 {
+		free = 0
+	}
+	return free
+}
+
+func sysFreeDisk(path string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// fetchWork asks for a work unit; nil when the server has none (after waiting as told).
+func (a *Agent) fetchWork(ctx context.Context) (*checkpoint.Descriptor, error) {
+	p := a.cfg.Prefs.Get()
+	req := protocol.WorkRequest{Threads: p.MaxThreads, FreeMemoryBytes: p.MaxMemoryMB << 20, FreeDiskBytes: a.freeDisk(p), GFLOPS: a.cfg.GFLOPS}
+	var resp *protocol.WorkResponse
+	a.setState(localapi.StateIdle, "asking for work")
+	err := a.retry(ctx, "ask for work", func(ctx context.Context) error {
+		var err error
+		resp, err = a.cfg.API.RequestWork(ctx, req)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if resp.WorkUnit == nil {
+		wait := time.Duration(resp.RetryAfterSeconds) * time.Second
+		if wait <= 0 {
+			wait = a.policy().Delay(4)
+		}
+		a.setState(localapi.StateIdle, fmt.Sprintf("no work: %s (asking again in %s)", resp.Message, wait.Round(time.Second)))
+		a.log.Info("no work", "message", resp.Message, "retry_after", wait)
+		return nil, backoff.Sleep(ctx, wait)
+	}
+	wu := resp.WorkUnit
+	if err := checkWorkUnit(wu); err != nil {
+		return nil, err
+	}
+	mem, disk, err := Estimate(wu)
+	if err != nil {
+		return nil, err
+	}
+	if mem > p.MaxMemoryMB<<20 {
+		return nil, a.refuse(ctx, fmt.Errorf("work unit %d needs about %d MB of memory, over the %d MB cap: %w", wu.ID, mem>>20, p.MaxMemoryMB, ErrDoesNotFit))
+	}
+	if disk > p.MaxDiskMB<<20 {
+		return nil, a.refuse(ctx, fmt.Errorf("work unit %d needs about %d MB of disk, over the %d MB cap: %w", wu.ID, disk>>20, p.MaxDiskMB, ErrDoesNotFit))
+	}
+	d := &checkpoint.Descriptor{WorkUnit: *wu, Threads: p.MaxThreads, Accepted: time.Now()}
+	if err := a.work.SaveDescriptor(*d); err != nil {
+		return nil, err
+	}
+	a.log.Info("work unit", "id", wu.ID, "campaign", wu.CampaignID, "round", wu.Round, "fragments", wu.FragmentCount, "epochs", wu.Hyper.Epochs, "deadline", wu.Deadline)
+	return d, nil
+}
+
+// refuse drops a work unit the volunteer's limits exclude; the server reissues it
+// after its deadline. The agent waits before asking again so it does not grab the
+// next one of the same size at once.
+func (a *Agent) refuse(ctx context.Context, err error) error {
+	a.fail(err)
+	a.setState(localapi.StateWaiting, err.Error())
+	return backoff.Sleep(ctx, a.policy().Delay(6))
+}
+
+// runWorkUnit downloads, trains (resuming when a checkpoint exists), and uploads.
+func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error {
+	wu := &d.WorkUnit
+	a.update(func(s *localapi.Status) {
+		s.State, s.Reason = localapi.StateWorking, ""
+		s.WorkUnit = &localapi.WorkUnit{ID: wu.ID, CampaignID: wu.CampaignID, Round: wu.Round, Phase: localapi.PhaseDownloading, Deadline: wu.Deadline}
+	})
+	defer a.update(func(s *localapi.Status) { s.WorkUnit = nil })
+
+	basePath := a.work.BasePath(wu.BaseModel.SHA256)
+	if _, err := os.Stat(basePath); err != nil {
+		err := a.retry(ctx, "download base model", func(ctx context.Context) error {
+			return a.cfg.API.FetchBlob(ctx, wu.BaseModel, basePath)
+		})
+		if err != nil {
+			return fmt.Errorf("work unit %d: base model: %w", wu.ID, err)
+		}
+	}
+	meta, st, err := a.work.LoadState(wu.ID)
+	if errors.Is(err, checkpoint.ErrCorrupt) {
+		a.fail(fmt.Errorf("%w; restarting work unit %d from the beginning", err, wu.ID))
+		meta, st = nil, nil
+	} else if err != nil {
+		return err
+	}
+	p := a.cfg.Prefs.Get()
+	_, disk, _ := Estimate(wu)
+	cacheBytes := p.MaxDiskMB<<20 - disk
+	if cacheBytes < 1<<20 {
+		cacheBytes = 1 << 20
+	}
+	var job Job
+	err = a.retry(ctx, "prepare work unit", func(ctx context.Context) error {
+		var err error
+		job, err = a.cfg.Trainer.Prepare(ctx, wu, basePath, d.Threads, cacheBytes, st)
+		if errors.Is(err, ErrDoesNotFit) {
+			return backoff.Permanent(err)
+		}
+		return err
+	})
+	if errors.Is(err, ErrDoesNotFit) {
+		a.work.Clear()
+		return a.refuse(ctx, err)
+	}
+	if err != nil {
+		if ctx.Err() == nil && !apiclient.Retryable(err) {
+			// The work unit cannot be prepared (bad spec, bad base model): drop it.
+			a.work.Clear()
+		}
+		return fmt.Errorf("work unit %d: %w", wu.ID, err)
+	}
+	defer job.Close()
+	if meta != nil {
+		a.log.Info("resumed from checkpoint", "work_unit", wu.ID, "progress", meta.Progress, "written", meta.Written)
+	}
+	a.update(func(s *localapi.Status) {
+		s.WorkUnit.Phase, s.WorkUnit.Progress, s.WorkUnit.Resumed = localapi.PhaseTraining, job.Progress(), meta != nil
+	})
+	if err := a.train(ctx, d, job); errors.Is(err, errDropped) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	delta, samples, loss, err := job.Result()
+	if err != nil {
+		return fmt.Errorf("work unit %d: delta: %w", wu.ID, err)
+	}
+	r := checkpoint.Result{WorkUnit: wu.ID, Samples: samples, Loss: loss}
+	if err := a.work.SaveResult(r, delta); err != nil {
+		return err
+	}
+	r2, delta2, err := a.work.LoadResult()
+	if err != nil {
+		return err
+	}
+	return a.upload(ctx, r2, delta2)
+}
+
+// progress is the training position shared with the heartbeat goroutine.
+type progress struct {
+	mu    sync.Mutex
+	hb    protocol.HeartbeatRequest
+	abort error
+}
+
+func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) error {
+	wu := &d.WorkUnit
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	pr := &progress{hb: protocol.HeartbeatRequest{Progress: job.Progress()}}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.heartbeats(wctx, wu.ID, pr, cancel)
+	}()
+	defer wg.Wait()
+	defer cancel(nil)
+
+	lastCkpt := time.Now()
+	dirty := false
+	var info StepInfo
+	saveCkpt := func() error {
+		b, err := job.Checkpoint()
+		if err != nil {
+			return fmt.Errorf("work unit %d: checkpoint: %w", wu.ID, err)
+		}
+		m := checkpoint.Meta{WorkUnit: wu.ID, Progress: job.Progress(), Epoch: info.Epoch, Samples: info.Samples, Written: time.Now()}
+		if err := a.work.SaveState(m, b); err != nil {
+			return err
+		}
+		a.log.Debug("checkpoint", "work_unit", wu.ID, "progress", m.Progress)
+		lastCkpt, dirty = time.Now(), false
+		return nil
+	}
+	// stop ends training early: on shutdown it keeps the work (checkpoint), on an
+	// abort it drops it.
+	stop := func() error {
+		if cause := context.Cause(wctx); errors.Is(cause, ErrAborted) || errors.Is(cause, apiclient.ErrWUClosed) {
+			a.log.Warn("work unit stopped by the server", "work_unit", wu.ID, "reason", cause)
+			a.fail(fmt.Errorf("work unit %d: %w", wu.ID, cause))
+			if err := a.work.Clear(); err != nil {
+				return err
+			}
+			return errDropped
+		}
+		if dirty {
+			if err := saveCkpt(); err != nil {
+				return err
+			}
+			a.log.Info("checkpointed on shutdown", "work_unit", wu.ID, "progress", job.Progress())
+		}
+		return ctx.Err()
+	}
+	thr := newThrottle()
+	for {
+		if wctx.Err() != nil {
+			return stop()
+		}
+		if err := a.gate(wctx); err != nil {
+			return stop()
+		}
+		a.update(func(s *localapi.Status) { s.State, s.Reason = localapi.StateWorking, "" })
+		p := a.cfg.Prefs.Get()
+		thr.begin()
+		var err error
+		// A batch runs to its end even when shutdown is asked for, so the checkpoint
+		// that follows is at a batch boundary.
+		info, err = job.Step(context.WithoutCancel(wctx))
+		if err != nil {
+			return fmt.Errorf("work unit %d: train: %w", wu.ID, err)
+		}
+		dirty = true
+		prog := job.Progress()
+		pr.mu.Lock()
+		pr.hb = protocol.HeartbeatRequest{Progress: prog, Epoch: info.Epoch, Loss: info.Loss}
+		pr.mu.Unlock()
+		a.update(func(s *localapi.Status) {
+			if s.WorkUnit != nil {
+				s.WorkUnit.Progress, s.WorkUnit.Epoch, s.WorkUnit.Loss = prog, info.Epoch, info.Loss
+			}
+		})
+		if info.Done {
+			return nil
+		}
+		if time.Since(lastCkpt) >= time.Duration(p.CheckpointSeconds)*time.Second {
+			if err := saveCkpt(); err != nil {
+				return err
+			}
+		}
+		if err := thr.end(wctx, d.Threads, p.CPULimitPercent); err != nil {
+			return stop()
+		}
+	}
+}
+
+// heartbeats reports progress every HeartbeatSeconds until ctx ends; an abort answer
+// (or a closed work unit) cancels the training with that cause.
+func (a *Agent) heartbeats(ctx context.Context, id int64, pr *progress, cancel context.CancelCauseFunc) {
+	for {
+		secs := a.cfg.Prefs.Get().HeartbeatSeconds
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(secs) * time.Second):
+		}
+		pr.mu.Lock()
+		hb := pr.hb
+		pr.mu.Unlock()
+		resp, err := a.cfg.API.Heartbeat(ctx, id, hb)
+		switch {
+		case errors.Is(err, apiclient.ErrWUClosed):
+			cancel(fmt.Errorf("%w", apiclient.ErrWUClosed))
+			return
+		case err != nil:
+			if ctx.Err() == nil {
+				a.log.Warn("heartbeat failed", "work_unit", id, "err", err)
+			}
+		case resp.Abort:
+			cancel(fmt.Errorf("%w: %s", ErrAborted, resp.Reason))
+			return
+		}
+	}
+}
+
+// upload sends a finished delta until the server answers; the same bytes every time,
+// so a retry after a lost answer is a replay the server recognises.
+func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) error {
+	a.update(func(s *localapi.Status) {
+		s.State, s.Reason = localapi.StateWorking, ""
+		if s.WorkUnit == nil {
+			s.WorkUnit = &localapi.WorkUnit{ID: r.WorkUnit}
+		}
+		s.WorkUnit.Phase, s.WorkUnit.Progress = localapi.PhaseUploading, 1
+	})
+	var resp *protocol.ResultResponse
+	err := a.retry(ctx, fmt.Sprintf("upload result %d", r.WorkUnit), func(ctx context.Context) error {
+		var err error
+		resp, err = a.cfg.API.UploadResult(ctx, r.WorkUnit, apiclient.Result{Delta: delta, SHA256: r.SHA256, Samples: r.Samples, Loss: r.Loss})
+		return err
+	})
+	switch {
+	case err == nil:
+		a.log.Info("result accepted", "work_unit", r.WorkUnit, "outcome", resp.Outcome, "round", resp.Round, "credit", resp.Credit, "replayed", resp.Replayed)
+		a.update(func(s *localapi.Status) {
+			if resp.Outcome == protocol.OutcomeLate {
+				s.Late++
+			} else {
+				s.Completed++
+			}
+		})
+	case errors.Is(err, apiclient.ErrLate):
+		a.log.Warn("result late: the round closed without it", "work_unit", r.WorkUnit)
+		a.update(func(s *localapi.Status) { s.Late++ })
+	case errors.Is(err, apiclient.ErrWUClosed), errors.Is(err, apiclient.ErrInvalidDelta), errors.Is(err, apiclient.ErrNotFound):
+		a.fail(fmt.Errorf("result %d dropped: %w", r.WorkUnit, err))
+	default:
+		return err // shutdown, or unauthorized: the result stays on disk
+	}
+	a.mu.Lock()
+	a.results++
+	a.mu.Unlock()
+	return a.work.Clear()
+}
+
+// throttle duty-cycles training: after a batch that used c seconds of CPU over
+// threads threads, it sleeps until the batch's wall time reaches c/threads/limit, so
+// CPU time / (wall time x threads) is about limit over the run, whatever the batch
+// size. Time the process did not get the CPU (a busy machine) counts as computing, so
+// the client never runs above the limit to catch up.
+type throttle struct {
+	wall time.Time
+	cpu  time.Duration
+}
+
+func newThrottle() *throttle { return &throttle{} }
+
+func (t *throttle) begin() { t.wall, t.cpu = time.Now(), processCPU() }
+
+func (t *throttle) end(ctx context.Context, threads, limit int) error {
+	if limit >= 100 || limit <= 0 {
+		return nil
+	}
+	used := processCPU() - t.cpu
+	busy := time.Since(t.wall)
+	target := time.Duration(float64(used) / float64(max(threads, 1)) * 100 / float64(limit))
+	return backoff.Sleep(ctx, target-busy)
+}
+
+// processCPU returns the user+system CPU time of the whole process.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,140 @@
+// Package localserver serves volunteer-client/localapi on 127.0.0.1: a random port
+// written to the state directory, and a fresh random bearer token in a 0600 file, so
+// only users who can read the state directory control the client. It answers from the
+// agent's status and the preferences store; it never blocks on training.
+package localserver
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/texgrid/texgrid/volunteer-client/internal/prefs"
+	"github.com/texgrid/texgrid/volunteer-client/internal/state"
+	"github.com/texgrid/texgrid/volunteer-client/localapi"
+)
+
+// Controller is what the API controls: the agent.
+type Controller interface {
+	Status() localapi.Status
+	Pause()
+	Resume()
+}
+
+// Server is a running local API.
+type Server struct {
+	Addr  string
+	token string
+	dir   *state.Dir
+	srv   *http.Server
+	done  chan struct{}
+}
+
+// Start listens on 127.0.0.1:0, writes the address and token files and serves until
+// Close. The files are removed by Close.
+func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return nil, fmt.Errorf("local api token: %w", err)
+	}
+	s := &Server{token: hex.EncodeToString(raw[:]), dir: dir, done: make(chan struct{})}
+	if err := state.WriteFile(dir.File(localapi.TokenFile), []byte(s.token+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("local api token: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("local api: %w", err)
+	}
+	s.Addr = ln.Addr().String()
+	if err := state.WriteFile(dir.File(localapi.AddrFile), []byte(s.Addr+"\n"), 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("local api address: %w", err)
+	}
+	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(ln)
+	}()
+	return s, nil
+}
+
+// Close stops serving and removes the address and token files.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	<-s.done
+	os.Remove(s.dir.File(localapi.AddrFile))
+	os.Remove(s.dir.File(localapi.TokenFile))
+	return err
+}
+
+// Handler returns the API's routes guarded by token.
+func Handler(token string, c Controller, p *prefs.Store) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+localapi.PathState, func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("POST "+localapi.PathPause, func(w http.ResponseWriter, r *http.Request) {
+		c.Pause()
+		reply(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("POST "+localapi.PathResume, func(w http.ResponseWriter, r *http.Request) {
+		c.Resume()
+		reply(w, http.StatusOK, c.Status())
+	})
+	mux.HandleFunc("GET "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, p.Get())
+	})
+	mux.HandleFunc("PUT "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
+		var patch localapi.PrefsPatch
+		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&patch); err != nil {
+			reply(w, http.StatusBadRequest, localapi.Error{Message: "preferences: " + err.Error()})
+			return
+		}
+		np, err := p.Set(patch)
+		if errors.Is(err, localapi.ErrBadPrefs) {
+			reply(w, http.StatusBadRequest, localapi.Error{Message: err.Error()})
+			return
+		}
+		if err != nil {
+			reply(w, http.StatusInternalServerError, localapi.Error{Message: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, np)
+	})
+	mux.HandleFunc("DELETE "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
+		np, err := p.Reset()
+		if err != nil {
+			reply(w, http.StatusInternalServerError, localapi.Error{Message: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, np)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			reply(w, http.StatusUnauthorized, localapi.Error{Message: "missing or wrong token; read it from " + localapi.TokenFile + " in the state directory"})
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func reply(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
