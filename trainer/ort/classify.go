@@ -20,15 +20,18 @@ type Prediction struct {
 	Fragments int       // how many fragments were averaged
 }
 
+// Runner computes logits [N, classes] for fragments [N, 1, S, S]: a *Session, or any
+// other engine (the Go engine, when ONNX Runtime is missing) behind the same method.
+type Runner interface {
+	Run(x *tensor.Tensor) (*tensor.Tensor, error)
+}
+
 // ClassifyImage classifies a grey image with the fragments of
 // data.GridFragments(size, stride). size 0 means the model's own input size; stride 0
 // means size (fragments side by side). The model must take one channel.
 func ClassifyImage(s *Session, g *data.Gray, size, stride int) (Prediction, error) {
 	if s == nil {
 		return Prediction{}, errors.New("classify image: nil session")
-	}
-	if g == nil {
-		return Prediction{}, errors.New("classify image: nil image")
 	}
 	if size == 0 {
 		size = s.Size
@@ -41,6 +44,17 @@ func ClassifyImage(s *Session, g *data.Gray, size, stride int) (Prediction, erro
 	}
 	if s.Channels > 1 {
 		return Prediction{}, fmt.Errorf("classify image: %w: the model takes %d channels, grey images have 1", ErrShape, s.Channels)
+	}
+	return Classify(s, g, size, stride)
+}
+
+// Classify is ClassifyImage for any Runner taking size x size grey fragments.
+func Classify(run Runner, g *data.Gray, size, stride int) (Prediction, error) {
+	if g == nil {
+		return Prediction{}, errors.New("classify image: nil image")
+	}
+	if size <= 0 {
+		return Prediction{}, fmt.Errorf("classify image: fragment size %d is not positive", size)
 	}
 	if stride == 0 {
 		stride = size
@@ -62,14 +76,20 @@ func ClassifyImage(s *Session, g *data.Gray, size, stride int) (Prediction, erro
 				return Prediction{}, fmt.Errorf("classify image: %w", err)
 			}
 		}
-		logits, err := s.Run(x)
+		logits, err := run.Run(x)
 		if err != nil {
 			return Prediction{}, fmt.Errorf("classify image: %w", err)
+		}
+		if len(logits.Shape) != 2 || logits.Shape[0] != len(batch) || logits.Shape[1] < 1 {
+			return Prediction{}, fmt.Errorf("classify image: logits have shape %v for %d fragments", logits.Shape, len(batch))
 		}
 		probs := Softmax(logits)
 		c := probs.Shape[1]
 		if sum == nil {
 			sum = make([]float64, c)
+		}
+		if len(sum) != c {
+			return Prediction{}, fmt.Errorf("classify image: %d classes, then %d", len(sum), c)
 		}
 		for i, p := range probs.Data {
 			sum[i%c] += float64(p)

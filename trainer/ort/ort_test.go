@@ -321,6 +321,11 @@ func TestMissingLibrary(t *testing.T) {
 		{"missing file", filepath.Join(dir, "nope", "libonnxruntime.so.1"), []string{"ONNX Runtime is not available", filepath.Join(dir, "nope", "libonnxruntime.so.1"), "no such file", "make ort"}},
 		{"not a library", notLib, []string{"ONNX Runtime is not available", "loading " + notLib, "make ort"}},
 	}
+	if !haveCgo {
+		for i := range cases {
+			cases[i].want = []string{"ONNX Runtime is not available", "CGO_ENABLED=0", "use the Go engine"}
+		}
+	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -463,5 +468,51 @@ func TestClassifyImageRejects(t *testing.T) {
 	p, err := ClassifyImage(sess, img, 0, 0)
 	if err != nil || p.Fragments != 4 {
 		t.Errorf("100x80 image, 64 px, stride 64: %+v, %v (want 4 fragments)", p, err)
+	}
+}
+
+// goRunner runs the Go engine behind the Runner interface.
+type goRunner struct{ m *nn.Model }
+
+func (g goRunner) Run(x *tensor.Tensor) (*tensor.Tensor, error) { return g.m.Infer(x, 2) }
+
+// TestClassifyWithGoEngine needs no ONNX Runtime: Classify over the Go engine gives the
+// mean of the per-fragment softmax over the grid, as computed here by hand in one batch.
+func TestClassifyWithGoEngine(t *testing.T) {
+	t.Parallel()
+	g := &data.Gray{W: 150, H: 97, Pix: make([]uint8, 150*97)}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range g.Pix {
+		g.Pix[i] = uint8(rng.IntN(256))
+	}
+	r := shipped(t, "tcnn-small", 4, 64)
+	m := newModel(t, r, 8)
+	got, err := Classify(goRunner{m}, g, 64, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := data.GridFragments(0, g.W, g.H, 64, 20)
+	// x at 0, 20, 40, 60, 80, 86 and y at 0, 20, 33.
+	if got.Fragments != len(frags) || len(frags) != 18 {
+		t.Fatalf("%d fragments, grid has %d, want 18", got.Fragments, len(frags))
+	}
+	x := tensor.New(len(frags), 1, 64, 64)
+	for i, f := range frags {
+		if err := g.Cut(f, x.Data[i*64*64:(i+1)*64*64]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probs := Softmax(m.Forward(x, 2))
+	for c := range 4 {
+		var want float64
+		for i := range frags {
+			want += float64(probs.Data[i*4+c]) / float64(len(frags))
+		}
+		if math.Abs(float64(got.Probs[c])-want) > 1e-6 {
+			t.Errorf("class %d: %v, want %v", c, got.Probs[c], want)
+		}
+	}
+	if _, err := Classify(goRunner{m}, g, 32, 0); err == nil || !strings.Contains(err.Error(), "shape") {
+		t.Errorf("32 px fragments into a 64 px Go model: %v", err)
 	}
 }

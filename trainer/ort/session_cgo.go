@@ -15,6 +15,9 @@ import (
 	"github.com/texgrid/texgrid/trainer/tensor"
 )
 
+// haveCgo tells tests which build this is.
+const haveCgo = true
+
 var (
 	envMu     sync.Mutex
 	envLoaded string // the library the process's ORT environment was created from

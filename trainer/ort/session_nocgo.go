@@ -8,6 +8,9 @@ import (
 	"github.com/texgrid/texgrid/trainer/tensor"
 )
 
+// haveCgo tells tests which build this is.
+const haveCgo = false
+
 // errNoCgo explains why a pure-Go build cannot use ONNX Runtime.
 var errNoCgo = fmt.Errorf("%w: this binary was built with CGO_ENABLED=0, and loading libonnxruntime needs cgo; rebuild with cgo or use the Go engine", ErrNoLibrary)
 
