@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/textproto"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,10 @@ type Config struct {
 	BackoffMax    time.Duration // default 10s
 	Timeout       time.Duration // dial and idle-read timeout; default 30s
 	Log           *slog.Logger
+	// DialFunc, if set, opens the control and data connections (a proxy, a test that
+	// cuts connections). Plain FTP only: the FTP client does not put TLS on data
+	// connections it did not dial itself, so Open refuses DialFunc together with TLS.
+	DialFunc func(network, address string) (net.Conn, error)
 }
 
 func (c *Config) defaults() {
@@ -120,6 +125,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Addr == "" || cfg.CacheDir == "" {
 		return nil, errors.New("ftpstore: Addr and CacheDir are required")
 	}
+	if cfg.DialFunc != nil && cfg.TLS != nil {
+		return nil, errors.New("ftpstore: DialFunc cannot be combined with TLS")
+	}
 	s := &Store{cfg: cfg, entries: map[string]*entry{}, pins: map[string]int{}}
 	if err := s.loadCache(); err != nil {
 		return nil, err
@@ -164,6 +172,9 @@ func (s *Store) connect(ctx context.Context) (*ftp.ServerConn, error) {
 	opts := []ftp.DialOption{ftp.DialWithContext(ctx), ftp.DialWithTimeout(s.cfg.Timeout), ftp.DialWithShutTimeout(s.cfg.Timeout)}
 	if s.cfg.TLS != nil {
 		opts = append(opts, ftp.DialWithExplicitTLS(s.cfg.TLS))
+	}
+	if s.cfg.DialFunc != nil {
+		opts = append(opts, ftp.DialWithDialFunc(s.cfg.DialFunc))
 	}
 	c, err := ftp.Dial(s.cfg.Addr, opts...)
 	if err != nil {

@@ -282,7 +282,7 @@ func decodeReason(err error) string {
 	switch {
 	case errors.Is(err, image.ErrFormat):
 		return ReasonNotImage + " (unknown format)"
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), strings.Contains(err.Error(), "not enough pixel data"):
 		return ReasonTruncated + ": " + err.Error()
 	default:
 		return ReasonCorrupt + ": " + err.Error()

@@ -193,13 +193,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 	}
 	s.mu.Lock()
+	open := make([]*ctrlConn, 0, len(s.conns))
 	for _, c := range s.conns {
-		c.Close()
+		open = append(open, c)
 	}
 	s.mu.Unlock()
+	for _, c := range open {
+		c.Close() // ends the session's goroutine
+	}
 	stopSched()
 	<-schedDone
 	s.sched.Flush(context.WithoutCancel(ctx))
+	s.log.Info("stopped", "addr", ln.Addr().String())
 	if runErr != nil {
 		return fmt.Errorf("serve: %w", runErr)
 	}
