@@ -24,6 +24,7 @@ var (
 	ErrQuota       = errors.New("upload exceeds the account's quota")     // 552
 	ErrAborted     = errors.New("upload aborted before it completed")     // 426
 	ErrBadOffset   = errors.New("restart offset beyond the partial file") // 554
+	ErrBusy        = errors.New("another upload to this file is in progress") // 450
 )
 
 // replyFor maps an error to its FTP reply code.
@@ -37,6 +38,8 @@ func replyFor(err error) int {
 		return 554
 	case errors.Is(err, ErrAborted):
 		return 426
+	case errors.Is(err, ErrBusy):
+		return 450
 	default:
 		return 550
 	}

@@ -50,9 +50,10 @@ type Server struct {
 	tlsConfig *tls.Config
 	ftp       *ftpserver.Server
 
-	mu    sync.Mutex
-	conns map[string]*ctrlConn // by remote address
-	addr  net.Addr
+	mu        sync.Mutex
+	conns     map[string]*ctrlConn // by remote address
+	uploading map[string]bool      // target paths with an upload in progress
+	addr      net.Addr
 }
 
 // New checks the configuration and prepares the server; nothing listens yet.
@@ -76,7 +77,7 @@ func New(cfg Config, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("root: %w", err)
 	}
 	s := &Server{cfg: cfg, opt: opt, rootDir: abs, root: root, log: log,
-		accounts: map[string]*Account{}, conns: map[string]*ctrlConn{}}
+		accounts: map[string]*Account{}, conns: map[string]*ctrlConn{}, uploading: map[string]bool{}}
 	for i := range cfg.Accounts {
 		a := cfg.Accounts[i]
 		s.accounts[a.Name] = &a

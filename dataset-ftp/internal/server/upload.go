@@ -24,6 +24,7 @@ type upload struct {
 	total  int64
 	quota  int64 // bytes the account may still store; -1 = unlimited
 	closed bool
+	begun  bool // registered with the scheduler and the busy set
 }
 
 // beginUpload checks the target, enforces the limits it can check before any byte
@@ -43,6 +44,28 @@ func (s *Server) beginUpload(ctx *ftpserver.Context, vpath string, offset int64,
 	if fi, err := s.root.Lstat(t.rel); err == nil && !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("/%s is not a regular file: %w", t.rel, ErrBadName)
 	}
+	s.mu.Lock()
+	busy := s.uploading[t.rel]
+	if !busy {
+		s.uploading[t.rel] = true
+	}
+	s.mu.Unlock()
+	if busy {
+		return nil, fmt.Errorf("/%s: %w", t.rel, ErrBusy)
+	}
+	up, err := s.openUpload(t, offset, appe)
+	if err != nil {
+		s.mu.Lock()
+		delete(s.uploading, t.rel)
+		s.mu.Unlock()
+		return nil, err
+	}
+	up.begun = true
+	s.sched.Begin(t.dataset)
+	return up, nil
+}
+
+func (s *Server) openUpload(t target, offset int64, appe bool) (*upload, error) {
 	up := &upload{s: s, t: t, user: t.acct.Name, part: partName(t.rel), quota: -1}
 	if q := t.acct.QuotaBytes; q > 0 {
 		up.quota = q - s.ledger.Used(up.user)
@@ -97,8 +120,15 @@ func (s *Server) beginUpload(ctx *ftpserver.Context, vpath string, offset int64,
 		up.fail(ErrQuota)
 		return nil, fmt.Errorf("%s: %w", up.user, ErrQuota)
 	}
-	s.sched.Begin(t.dataset)
 	return up, nil
+}
+
+// finish releases the target for other uploads and lets indexing proceed.
+func (up *upload) finish() {
+	up.s.mu.Lock()
+	delete(up.s.uploading, up.t.rel)
+	up.s.mu.Unlock()
+	up.s.sched.End(up.t.dataset)
 }
 
 func (up *upload) copyFinal(n int64) error {
@@ -164,14 +194,16 @@ func (up *upload) fail(err error) {
 	if !keep {
 		up.s.root.Remove(up.part)
 	}
-	up.s.sched.End(up.t.dataset)
+	if up.begun {
+		up.finish()
+	}
 	up.s.log.Warn("upload failed", "user", up.user, "path", "/"+up.t.rel, "bytes", up.total, "kept_partial", keep, "err", err)
 }
 
 // commit makes the upload visible under its name and records it for the quota.
 func (up *upload) commit() error {
 	up.closed = true
-	defer up.s.sched.End(up.t.dataset)
+	defer up.finish()
 	if err := up.f.Sync(); err != nil {
 		up.f.Close()
 		return fmt.Errorf("/%s: %w", up.part, err)
