@@ -59,9 +59,6 @@ func TestGenerateDeterministicAndReadable(t *testing.T) {
 	}
 }
 
-func pad4(i int) string { return strings.Repeat("0", 4-len(itoa(i))) + itoa(i) }
-func itoa(i int) string { return string(rune('0' + i%10)) }
-
 func TestGenerateRejects(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
