@@ -204,9 +204,11 @@ func (ws *Workspace) trunkBackward(w *worker, s int, dE []float32, stop int) {
 		case spec.Energy:
 			energyBackward(l, dy, dx)
 		case spec.MaxPool:
-			maxPoolBackward(dy, dx, ws.idx[i][s*ys:(s+1)*ys])
+			maxPoolBackward(l, ws.input(i)[s*xs:(s+1)*xs], ws.acts[i][s*ys:(s+1)*ys], dy, dx, ws.poolReLU[i])
 		case spec.ReLU:
-			reluBackward(ws.acts[i][s*ys:(s+1)*ys], dy)
+			if !ws.skip[i] || ws.fuse[i-1] {
+				reluBackward(ws.acts[i][s*ys:(s+1)*ys], dy)
+			}
 			continue
 		case spec.Dropout:
 			mulInPlace(dy, ws.mask[i][s*ys:(s+1)*ys])
@@ -216,7 +218,7 @@ func (ws *Workspace) trunkBackward(w *worker, s int, dE []float32, stop int) {
 			if i == stop {
 				dx = nil
 			}
-			convBackward(l, m.params[l.w].T.Data, x, dy, w.grads[l.w], w.grads[l.b], dx, w.cols, w.dcols)
+			convBackward(l, m.params[l.w].T.Data, x, dy, w.grads[l.w], w.grads[l.b], dx, w.cols, w.dcols, w.planes)
 		}
 		dy = dx
 		next = 1 - next

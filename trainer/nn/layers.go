@@ -16,10 +16,10 @@ func colsSize(l *layerInfo) int {
 }
 
 // convForward computes y = W * im2col(x) + b, followed by max(0, .) when fuseReLU.
-func convForward(l *layerInfo, wt, b, x, y, cols []float32, fuseReLU bool) {
+func convForward(l *layerInfo, wt, b, x, y, cols, planes []float32, fuseReLU bool) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
 	cols = cols[:k*p]
-	im2col(l, x, cols)
+	im2col(l, x, cols, planes)
 	gemm.MatMul(false, false, f, p, k, wt, k, cols, p, 0, y, p)
 	for i := 0; i < f; i++ {
 		row, bi := y[i*p:(i+1)*p], b[i]
@@ -41,10 +41,10 @@ func convForward(l *layerInfo, wt, b, x, y, cols []float32, fuseReLU bool) {
 
 // convBackward adds this sample's weight and bias gradients into gw and gb and, when dx
 // is not nil, writes the input gradient. cols and dcols are scratch space.
-func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols []float32) {
+func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols, planes []float32) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
 	cols = cols[:k*p]
-	im2col(l, x, cols)
+	im2col(l, x, cols, planes)
 	gemm.MatMul(false, true, f, k, p, dy, p, cols, p, 1, gw, k)
 	for i := 0; i < f; i++ {
 		var s float32
@@ -58,54 +58,96 @@ func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols []float32) {
 	}
 	dcols = dcols[:k*p]
 	gemm.MatMul(true, false, k, p, f, wt, k, dy, p, 0, dcols, p)
-	col2im(l, dcols, dx)
+	col2im(l, dcols, dx, planes)
 }
 
-// validRange returns the output columns [lo, hi) whose input column ox*s-pad+kj lies
-// inside [0, w).
-func validRange(w, ow, s, pad, kj int) (lo, hi int) {
-	if a := pad - kj; a > 0 {
-		lo = (a + s - 1) / s
+// Convolutions gather their patches from "phase planes": the zero-padded input split
+// by row and column remainder modulo the stride, plane (c, a, b)[i][j] = xpad[i*s+a][j*s+b].
+// In that layout every row of the im2col matrix is a run of contiguous copies whatever
+// the stride, and col2im is a run of contiguous additions.
+
+// phaseDims returns the side lengths of one phase plane.
+func phaseDims(l *layerInfo) (ph, pw int) {
+	s := l.Stride
+	return (l.in.H + 2*l.Pad + s - 1) / s, (l.in.W + 2*l.Pad + s - 1) / s
+}
+
+// phaseSize is the scratch size of a conv layer's phase planes.
+func phaseSize(l *layerInfo) int {
+	ph, pw := phaseDims(l)
+	return l.in.C * l.Stride * l.Stride * ph * pw
+}
+
+// toPhases scatters x into the phase planes, padding with zeros.
+func toPhases(l *layerInfo, x, planes []float32) {
+	c, h, w, s, pad := l.in.C, l.in.H, l.in.W, l.Stride, l.Pad
+	ph, pw := phaseDims(l)
+	planes = planes[:phaseSize(l)]
+	clear(planes)
+	for ci := 0; ci < c; ci++ {
+		for iy := 0; iy < h; iy++ {
+			py := iy + pad
+			src := x[(ci*h+iy)*w : (ci*h+iy+1)*w]
+			if s == 1 {
+				copy(planes[(ci*ph+py)*pw+pad:], src)
+				continue
+			}
+			for b := 0; b < s; b++ {
+				// Columns ix with (ix+pad) % s == b land in plane (py%s, b) at (ix+pad)/s.
+				ix0 := (b - pad%s + s) % s
+				plane := planes[((ci*s+py%s)*s+b)*ph*pw+(py/s)*pw:][:pw]
+				j := (ix0 + pad) / s
+				for ix := ix0; ix < w; ix += s {
+					plane[j] = src[ix]
+					j++
+				}
+			}
+		}
 	}
-	if a := w - 1 + pad - kj; a >= 0 {
-		hi = min(ow, a/s+1)
+}
+
+// fromPhases gathers the phase planes back into dx, dropping the padding.
+func fromPhases(l *layerInfo, planes, dx []float32) {
+	c, h, w, s, pad := l.in.C, l.in.H, l.in.W, l.Stride, l.Pad
+	ph, pw := phaseDims(l)
+	for ci := 0; ci < c; ci++ {
+		for iy := 0; iy < h; iy++ {
+			py := iy + pad
+			dst := dx[(ci*h+iy)*w : (ci*h+iy+1)*w]
+			if s == 1 {
+				copy(dst, planes[(ci*ph+py)*pw+pad:][:w])
+				continue
+			}
+			for b := 0; b < s; b++ {
+				ix0 := (b - pad%s + s) % s
+				plane := planes[((ci*s+py%s)*s+b)*ph*pw+(py/s)*pw:][:pw]
+				j := (ix0 + pad) / s
+				for ix := ix0; ix < w; ix += s {
+					dst[ix] = plane[j]
+					j++
+				}
+			}
+		}
 	}
-	lo = min(lo, ow)
-	hi = max(hi, lo)
-	return lo, hi
 }
 
 // im2col lays out every k x k input patch as a column: cols[(c*k+ki)*k+kj][oy*OW+ox].
-func im2col(l *layerInfo, x, cols []float32) {
-	c, h, w := l.in.C, l.in.H, l.in.W
-	k, s, pad := l.Kernel, l.Stride, l.Pad
+// planes is scratch space of phaseSize(l).
+func im2col(l *layerInfo, x, cols, planes []float32) {
+	toPhases(l, x, planes)
+	c, k, s := l.in.C, l.Kernel, l.Stride
 	oh, ow := l.out.H, l.out.W
+	ph, pw := phaseDims(l)
 	p := oh * ow
 	for ci := 0; ci < c; ci++ {
-		plane := x[ci*h*w : (ci+1)*h*w]
 		for ki := 0; ki < k; ki++ {
 			for kj := 0; kj < k; kj++ {
 				row := cols[((ci*k+ki)*k+kj)*p:][:p]
-				lo, hi := validRange(w, ow, s, pad, kj)
+				plane := planes[((ci*s+ki%s)*s+kj%s)*ph*pw:][:ph*pw]
+				at := (ki/s)*pw + kj/s
 				for oy := 0; oy < oh; oy++ {
-					dst := row[oy*ow : (oy+1)*ow]
-					iy := oy*s - pad + ki
-					if iy < 0 || iy >= h {
-						clear(dst)
-						continue
-					}
-					src := plane[iy*w : (iy+1)*w]
-					clear(dst[:lo])
-					if s == 1 {
-						copy(dst[lo:hi], src[lo-pad+kj:hi-pad+kj])
-					} else {
-						ix := lo*s - pad + kj
-						for ox := lo; ox < hi; ox++ {
-							dst[ox] = src[ix]
-							ix += s
-						}
-					}
-					clear(dst[hi:])
+					copy(row[oy*ow:(oy+1)*ow], plane[at:at+ow])
+					at += pw
 				}
 			}
 		}
@@ -113,33 +155,42 @@ func im2col(l *layerInfo, x, cols []float32) {
 }
 
 // col2im is the adjoint of im2col: it sums every column entry back into dx.
-func col2im(l *layerInfo, cols, dx []float32) {
-	c, h, w := l.in.C, l.in.H, l.in.W
-	k, s, pad := l.Kernel, l.Stride, l.Pad
+func col2im(l *layerInfo, cols, dx, planes []float32) {
+	c, k, s := l.in.C, l.Kernel, l.Stride
 	oh, ow := l.out.H, l.out.W
+	ph, pw := phaseDims(l)
 	p := oh * ow
-	clear(dx[:c*h*w])
+	planes = planes[:phaseSize(l)]
+	clear(planes)
 	for ci := 0; ci < c; ci++ {
-		plane := dx[ci*h*w : (ci+1)*h*w]
 		for ki := 0; ki < k; ki++ {
 			for kj := 0; kj < k; kj++ {
 				row := cols[((ci*k+ki)*k+kj)*p:][:p]
-				lo, hi := validRange(w, ow, s, pad, kj)
+				plane := planes[((ci*s+ki%s)*s+kj%s)*ph*pw:][:ph*pw]
+				at := (ki/s)*pw + kj/s
 				for oy := 0; oy < oh; oy++ {
-					iy := oy*s - pad + ki
-					if iy < 0 || iy >= h {
-						continue
-					}
-					src := row[oy*ow : (oy+1)*ow]
-					dst := plane[iy*w : (iy+1)*w]
-					ix := lo*s - pad + kj
-					for ox := lo; ox < hi; ox++ {
-						dst[ix] += src[ox]
-						ix += s
-					}
+					addTo(plane[at:at+ow], row[oy*ow:(oy+1)*ow])
+					at += pw
 				}
 			}
 		}
+	}
+	fromPhases(l, planes, dx)
+}
+
+// addTo adds src into dst element-wise; len(dst) >= len(src).
+func addTo(dst, src []float32) {
+	dst = dst[:len(src)]
+	i := 0
+	for ; i+4 <= len(src); i += 4 {
+		d, s := dst[i:i+4:i+4], src[i:i+4:i+4]
+		d[0] += s[0]
+		d[1] += s[1]
+		d[2] += s[2]
+		d[3] += s[3]
+	}
+	for ; i < len(src); i++ {
+		dst[i] += src[i]
 	}
 }
 
@@ -161,9 +212,11 @@ func reluBackward(y, dy []float32) {
 	}
 }
 
-// maxPoolForward takes the maximum of each k x k window (no padding) and records
-// where it came from; ties go to the first element in row-major order.
-func maxPoolForward(l *layerInfo, x, y []float32, idx []int32) {
+// maxPoolForward takes the maximum of each k x k window (no padding). With reluOut it
+// also clamps the outputs at zero: max and ReLU commute, so a ReLU before the pool can
+// run on the smaller output instead. No arg-max is stored; the backward pass finds it
+// again, which keeps the forward loop free of branches.
+func maxPoolForward(l *layerInfo, x, y []float32, reluOut bool) {
 	c, h, w := l.in.C, l.in.H, l.in.W
 	k, s := l.Kernel, l.Stride
 	oh, ow := l.out.H, l.out.W
@@ -171,29 +224,74 @@ func maxPoolForward(l *layerInfo, x, y []float32, idx []int32) {
 	for ci := 0; ci < c; ci++ {
 		base := ci * h * w
 		for oy := 0; oy < oh; oy++ {
-			for ox := 0; ox < ow; ox++ {
-				at := base + oy*s*w + ox*s
-				best, bi := x[at], at
-				for ki := 0; ki < k; ki++ {
-					r := base + (oy*s+ki)*w + ox*s
-					for kj, v := range x[r : r+k] {
-						if v > best {
-							best, bi = v, r+kj
+			top := base + oy*s*w
+			yr := y[o : o+ow]
+			if k == 3 {
+				r0, r1, r2 := x[top:top+w], x[top+w:top+2*w], x[top+2*w:top+3*w]
+				for ox := range yr {
+					j := ox * s
+					a0, a1, a2 := r0[j:j+3:j+3], r1[j:j+3:j+3], r2[j:j+3:j+3]
+					yr[ox] = fmax(fmax(fmax(a0[0], a0[1]), fmax(a0[2], a1[0])), fmax(fmax(a1[1], a1[2]), fmax(fmax(a2[0], a2[1]), a2[2])))
+				}
+			} else {
+				for ox := range yr {
+					at := top + ox*s
+					best := x[at]
+					for ki := 0; ki < k; ki++ {
+						for _, v := range x[at+ki*w : at+ki*w+k] {
+							best = fmax(best, v)
 						}
 					}
+					yr[ox] = best
 				}
-				y[o], idx[o] = best, int32(bi)
-				o++
 			}
+			if reluOut {
+				relu(yr)
+			}
+			o += ow
 		}
 	}
 }
 
-// maxPoolBackward routes each output gradient to the input that won the window.
-func maxPoolBackward(dy, dx []float32, idx []int32) {
-	clear(dx)
-	for j, g := range dy {
-		dx[idx[j]] += g
+// fmax is max without the NaN and signed-zero rules of the builtin, which compiles to
+// a single comparison and conditional move.
+func fmax(a, b float32) float32 {
+	if b > a {
+		return b
+	}
+	return a
+}
+
+// maxPoolBackward routes each output gradient to the first input of its window, in
+// row-major order, that equals the output (the arg-max); with reluOut only where the
+// output was positive.
+func maxPoolBackward(l *layerInfo, x, y, dy, dx []float32, reluOut bool) {
+	c, h, w := l.in.C, l.in.H, l.in.W
+	k, s := l.Kernel, l.Stride
+	oh, ow := l.out.H, l.out.W
+	clear(dx[:c*h*w])
+	o := 0
+	for ci := 0; ci < c; ci++ {
+		base := ci * h * w
+		for oy := 0; oy < oh; oy++ {
+			for ox := 0; ox < ow; ox, o = ox+1, o+1 {
+				g, v := dy[o], y[o]
+				if g == 0 || (reluOut && !(v > 0)) {
+					continue
+				}
+				at := base + oy*s*w + ox*s
+			search:
+				for ki := 0; ki < k; ki++ {
+					r := at + ki*w
+					for kj, u := range x[r : r+k] {
+						if u == v {
+							dx[r+kj] += g
+							break search
+						}
+					}
+				}
+			}
+		}
 	}
 }
 

@@ -107,9 +107,10 @@ func TestConvBackward(t *testing.T) {
 			b := randSlice(rng, tc.f, 0.5)
 			r := randSlice(rng, l.out.Size(), 1)
 			cols := make([]float32, colsSize(l))
+			planes := make([]float32, phaseSize(l))
 			y := make([]float32, l.out.Size())
 			loss := func() float64 {
-				convForward(l, wt, b, x, y, cols, false)
+				convForward(l, wt, b, x, y, cols, planes, false)
 				return dot(y, r)
 			}
 			gw := make([]float32, len(wt))
@@ -118,7 +119,7 @@ func TestConvBackward(t *testing.T) {
 			if tc.withDX {
 				dx = make([]float32, len(x))
 			}
-			convBackward(l, wt, x, r, gw, gb, dx, cols, make([]float32, len(cols)))
+			convBackward(l, wt, x, r, gw, gb, dx, cols, make([]float32, len(cols)), planes)
 			checkGrad(t, "dW", wt, gw, loss, 1e-2, 2e-3, 200)
 			checkGrad(t, "db", b, gb, loss, 1e-2, 2e-3, 200)
 			if tc.withDX {
@@ -139,6 +140,7 @@ func TestPointwiseBackward(t *testing.T) {
 	}{
 		{"maxpool k3 s2", spec.Shape{C: 3, H: 2, W: 2}, nil, nil},
 		{"maxpool k2 s1", spec.Shape{C: 3, H: 5, W: 5}, nil, nil},
+		{"maxpool relu", spec.Shape{C: 3, H: 2, W: 2}, nil, nil},
 		{"energy", spec.Shape{C: 3, H: 1, W: 1},
 			func(x, y []float32) { energyForward(&layerInfo{in: sh}, x, y) },
 			func(x, y, dy, dx []float32) { energyBackward(&layerInfo{in: sh}, dy, dx) }},
@@ -163,9 +165,12 @@ func TestPointwiseBackward(t *testing.T) {
 					k, s = 2, 1
 				}
 				l := &layerInfo{Layer: spec.Layer{Type: spec.MaxPool, Kernel: k, Stride: s}, in: sh, out: tc.out}
-				idx := make([]int32, tc.out.Size())
-				tc.fwd = func(x, y []float32) { maxPoolForward(l, x, y, idx) }
-				tc.bwd = func(x, y, dy, dx []float32) { maxPoolForward(l, x, y, idx); maxPoolBackward(dy, dx, idx) }
+				relu := tc.name == "maxpool relu"
+				tc.fwd = func(x, y []float32) { maxPoolForward(l, x, y, relu) }
+				tc.bwd = func(x, y, dy, dx []float32) {
+					maxPoolForward(l, x, y, relu)
+					maxPoolBackward(l, x, y, dy, dx, relu)
+				}
 			}
 			rng := rand.New(rand.NewPCG(3, 4))
 			// Distinct values at least 0.05 apart and away from 0, so eps never crosses a kink.

@@ -19,10 +19,11 @@ type Workspace struct {
 
 	in   []float32   // batch x In[0]
 	acts [][]float32 // acts[i]: batch x Out[i]; a ReLU shares its input's buffer
-	idx  [][]int32   // maxpool argmax per output element (index into the sample's input)
 	mask [][]float32 // dropout scale per element: 0 or 1/(1-rate)
 
-	fuse []bool // fuse[i]: conv layer i applies the following ReLU itself
+	fuse     []bool // fuse[i]: conv layer i applies the following ReLU itself
+	poolReLU []bool // poolReLU[i]: maxpool layer i applies the ReLU before it to its output
+	skip     []bool // skip[i]: ReLU layer i is done by a neighbour (fuse or poolReLU)
 
 	// Training buffers, allocated on the first TrainBatch.
 	grads   []tensor.Named // spec order, summed over the batch
@@ -33,11 +34,12 @@ type Workspace struct {
 
 // worker is one goroutine's scratch space for the per-sample trunk.
 type worker struct {
-	cols  []float32   // im2col of one sample for the largest conv
-	dcols []float32   // gradient of cols
-	dA    []float32   // per-sample activation gradients, ping-pong
-	dB    []float32   //
-	grads [][]float32 // trunk parameter gradients summed over this worker's samples
+	cols   []float32   // im2col of one sample for the largest conv
+	planes []float32   // phase planes of one conv input
+	dcols  []float32   // gradient of cols
+	dA     []float32   // per-sample activation gradients, ping-pong
+	dB     []float32   //
+	grads  [][]float32 // trunk parameter gradients summed over this worker's samples
 }
 
 // NewWorkspace allocates the inference buffers for batches of up to batch samples run
@@ -54,9 +56,10 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 	ws.in = make([]float32, batch*r.In[0].Size())
 	n := len(m.layers)
 	ws.acts = make([][]float32, n)
-	ws.idx = make([][]int32, n)
 	ws.mask = make([][]float32, n)
 	ws.fuse = make([]bool, n)
+	ws.poolReLU = make([]bool, n)
+	ws.skip = make([]bool, n)
 	for i, l := range m.layers {
 		size := batch * l.out.Size()
 		switch l.Type {
@@ -68,24 +71,30 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 				ws.acts[i] = ws.acts[i-1]
 			}
 			continue
-		case spec.MaxPool:
-			ws.idx[i] = make([]int32, size)
 		case spec.Dropout:
 			ws.mask[i] = make([]float32, size)
 		case spec.Conv:
-			ws.fuse[i] = i+1 < n && m.layers[i+1].Type == spec.ReLU
+			if i+1 < n && m.layers[i+1].Type == spec.ReLU {
+				if i+2 < n && m.layers[i+2].Type == spec.MaxPool {
+					ws.poolReLU[i+2] = true
+				} else {
+					ws.fuse[i] = true
+				}
+				ws.skip[i+1] = true
+			}
 		}
 		ws.acts[i] = make([]float32, size)
 	}
-	cols := 0
+	cols, planes := 0, 0
 	for _, l := range m.layers {
 		if l.Type == spec.Conv {
 			cols = max(cols, colsSize(&l))
+			planes = max(planes, phaseSize(&l))
 		}
 	}
 	ws.workers = make([]*worker, threads)
 	for w := range ws.workers {
-		ws.workers[w] = &worker{cols: make([]float32, cols)}
+		ws.workers[w] = &worker{cols: make([]float32, cols), planes: make([]float32, planes)}
 	}
 	return ws, nil
 }
@@ -162,13 +171,13 @@ func (ws *Workspace) trunkForward(w *worker, s int, train bool, seed uint64) {
 		y := ws.acts[i][s*ys : (s+1)*ys]
 		switch l.Type {
 		case spec.Conv:
-			convForward(l, m.params[l.w].T.Data, m.params[l.b].T.Data, x, y, w.cols, ws.fuse[i])
+			convForward(l, m.params[l.w].T.Data, m.params[l.b].T.Data, x, y, w.cols, w.planes, ws.fuse[i])
 		case spec.ReLU:
-			if i == 0 || !ws.fuse[i-1] {
+			if !ws.skip[i] {
 				relu(y)
 			}
 		case spec.MaxPool:
-			maxPoolForward(l, x, y, ws.idx[i][s*ys:(s+1)*ys])
+			maxPoolForward(l, x, y, ws.poolReLU[i])
 		case spec.Energy:
 			energyForward(l, x, y)
 		case spec.Dropout:
