@@ -32,8 +32,8 @@ import (
 
 // Test accounts; every password is Password.
 const (
-	Uploader = "alice"   // uploader for every dataset
-	Limited  = "bob"     // uploader granted only the dataset "bobs"
+	Uploader = "alice" // uploader for every dataset
+	Limited  = "bob"   // uploader granted only the dataset "bobs"
 	Reader   = "volunteer"
 	Password = "s3cret-pass"
 )

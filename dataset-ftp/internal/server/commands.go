@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -20,16 +21,26 @@ const (
 	dataRest = "texgrid.rest"
 )
 
-// tracked wraps a command to record its name after it runs.
+// tracked wraps a command to record its name after it runs, and enforces
+// tls_required (goftp v2.0.3 drops its own ForceTLS option when it copies the options).
 type tracked struct {
 	name  string
 	inner ftpserver.Command
+	s     *Server
 }
+
+// beforeTLS are the commands allowed on a plain connection when TLS is required.
+var beforeTLS = map[string]bool{"AUTH": true, "FEAT": true, "QUIT": true, "NOOP": true}
 
 func (c tracked) IsExtend() bool     { return c.inner.IsExtend() }
 func (c tracked) RequireParam() bool { return c.inner.RequireParam() }
 func (c tracked) RequireAuth() bool  { return c.inner.RequireAuth() }
 func (c tracked) Execute(sess *ftpserver.Session, param string) {
+	if c.s.cfg.TLSRequired && !beforeTLS[c.name] && !sessionTLS(sess) {
+		c.s.log.Warn("refused", "ip", remoteIP(sess), "cmd", c.name, "reason", "TLS required")
+		sess.WriteMessage(534, "Request denied for policy reasons: AUTH TLS required")
+		return
+	}
 	if c.name == "REST" {
 		if n, err := strconv.ParseInt(param, 10, 64); err == nil && n >= 0 {
 			sess.Data[dataRest] = n
@@ -199,7 +210,16 @@ func (s *Server) commands() map[string]ftpserver.Command {
 	cmds["RETR"] = retrCommand{s: s}
 	cmds["SIZE"] = sizeCommand{s: s}
 	for name, c := range cmds {
-		cmds[name] = tracked{name: name, inner: c}
+		cmds[name] = tracked{name: name, inner: c, s: s}
 	}
 	return cmds
+}
+
+// sessionTLS reports whether the session's control connection has been upgraded by AUTH
+// TLS. goftp keeps that in an unexported field; reading it with reflect is the only way,
+// and TestExplicitFTPS fails if a goftp upgrade changes it (sessionTLS then says false,
+// so a TLS-required server refuses everything rather than allowing plain text).
+func sessionTLS(sess *ftpserver.Session) bool {
+	v := reflect.ValueOf(sess).Elem().FieldByName("tls")
+	return v.IsValid() && v.Kind() == reflect.Bool && v.Bool()
 }

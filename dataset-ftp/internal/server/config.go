@@ -80,14 +80,14 @@ func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Durat
 // Config is the server's configuration: Defaults, then a JSON file (LoadConfig), then
 // command-line flags, in that order.
 type Config struct {
-	Root           string    `json:"root"`            // folder holding <dataset>/<class>/<image>
-	Listen         string    `json:"listen"`          // control connection address, e.g. "0.0.0.0:2121"
-	PublicIP       string    `json:"public_ip"`       // IPv4 announced in PASV replies; empty = the control connection's local address
-	PassivePorts   string    `json:"passive_ports"`   // "30000-30100"; empty = any free port
-	CertFile       string    `json:"cert_file"`       // explicit FTPS (AUTH TLS) when both are set
-	KeyFile        string    `json:"key_file"`        //
-	TLSRequired    bool      `json:"tls_required"`    // refuse every command before AUTH TLS
-	Anonymous      bool      `json:"anonymous"`       // allow anonymous read-only logins
+	Root           string    `json:"root"`             // folder holding <dataset>/<class>/<image>
+	Listen         string    `json:"listen"`           // control connection address, e.g. "0.0.0.0:2121"
+	PublicIP       string    `json:"public_ip"`        // IPv4 announced in PASV replies; empty = the control connection's local address
+	PassivePorts   string    `json:"passive_ports"`    // "30000-30100"; empty = any free port
+	CertFile       string    `json:"cert_file"`        // explicit FTPS (AUTH TLS) when both are set
+	KeyFile        string    `json:"key_file"`         //
+	TLSRequired    bool      `json:"tls_required"`     // refuse every command before AUTH TLS
+	Anonymous      bool      `json:"anonymous"`        // allow anonymous read-only logins
 	MaxUploadBytes int64     `json:"max_upload_bytes"` // per file; 0 = unlimited
 	MaxImageBytes  int64     `json:"max_image_bytes"`  // larger files are quarantined at indexing; 0 = unlimited
 	TestFraction   float64   `json:"test_fraction"`    // share of images in the test split

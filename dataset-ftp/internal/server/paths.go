@@ -15,15 +15,15 @@ import (
 
 // Conditions the server refuses; each maps to one FTP reply code (see replyFor).
 var (
-	ErrPermission  = errors.New("permission denied")                      // 550
-	ErrOutsideRoot = errors.New("path leaves the dataset root")           // 553
-	ErrSymlink     = errors.New("symbolic links are not served")          // 553
-	ErrBadName     = errors.New("file name not allowed")                  // 553
-	ErrNotFound    = errors.New("no such file or directory")              // 550
-	ErrTooLarge    = errors.New("file exceeds the upload size limit")     // 552
-	ErrQuota       = errors.New("upload exceeds the account's quota")     // 552
-	ErrAborted     = errors.New("upload aborted before it completed")     // 426
-	ErrBadOffset   = errors.New("restart offset beyond the partial file") // 554
+	ErrPermission  = errors.New("permission denied")                          // 550
+	ErrOutsideRoot = errors.New("path leaves the dataset root")               // 553
+	ErrSymlink     = errors.New("symbolic links are not served")              // 553
+	ErrBadName     = errors.New("file name not allowed")                      // 553
+	ErrNotFound    = errors.New("no such file or directory")                  // 550
+	ErrTooLarge    = errors.New("file exceeds the upload size limit")         // 552
+	ErrQuota       = errors.New("upload exceeds the account's quota")         // 552
+	ErrAborted     = errors.New("upload aborted before it completed")         // 426
+	ErrBadOffset   = errors.New("restart offset beyond the partial file")     // 554
 	ErrBusy        = errors.New("another upload to this file is in progress") // 450
 )
 
