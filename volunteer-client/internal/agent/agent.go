@@ -10,8 +10,12 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -353,7 +357,11 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 	defer a.update(func(s *localapi.Status) { s.WorkUnit = nil })
 
 	basePath := a.work.BasePath(wu.BaseModel.SHA256)
-	if _, err := os.Stat(basePath); err != nil {
+	if err := verifyFile(basePath, wu.BaseModel.SHA256); err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.fail(fmt.Errorf("work unit %d: saved base model: %w; downloading it again", wu.ID, err))
+			os.Remove(basePath)
+		}
 		err := a.retry(ctx, "download base model", func(ctx context.Context) error {
 			return a.cfg.API.FetchBlob(ctx, wu.BaseModel, basePath)
 		})
@@ -378,20 +386,24 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 	err = a.retry(ctx, "prepare work unit", func(ctx context.Context) error {
 		var err error
 		job, err = a.cfg.Trainer.Prepare(ctx, wu, basePath, d.Threads, cacheBytes, st)
-		if errors.Is(err, ErrDoesNotFit) {
+		if errors.Is(err, ErrBadCheckpoint) {
+			a.fail(fmt.Errorf("work unit %d: %w; starting it again", wu.ID, err))
+			st, meta = nil, nil
+			os.Remove(a.work.StatePath())
+		}
+		if errors.Is(err, ErrDoesNotFit) || errors.Is(err, ErrBadWorkUnit) {
 			return backoff.Permanent(err)
 		}
 		return err
 	})
-	if errors.Is(err, ErrDoesNotFit) {
+	switch {
+	case errors.Is(err, ErrDoesNotFit):
 		a.work.Clear()
 		return a.refuse(ctx, err)
-	}
-	if err != nil {
-		if ctx.Err() == nil && !apiclient.Retryable(err) {
-			// The work unit cannot be prepared (bad spec, bad base model): drop it.
-			a.work.Clear()
-		}
+	case errors.Is(err, ErrBadWorkUnit):
+		a.work.Clear()
+		return fmt.Errorf("work unit %d dropped: %w", wu.ID, err)
+	case err != nil:
 		return fmt.Errorf("work unit %d: %w", wu.ID, err)
 	}
 	defer job.Close()
@@ -513,7 +525,7 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 				return err
 			}
 		}
-		if err := thr.end(wctx, d.Threads, p.CPULimitPercent); err != nil {
+		if err := thr.end(wctx, p.CPULimitPercent); err != nil {
 			return stop()
 		}
 	}
@@ -588,35 +600,39 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 	return a.work.Clear()
 }
 
-// throttle duty-cycles training: after a batch that used c seconds of CPU over
-// threads threads, it sleeps until the batch's wall time reaches c/threads/limit, so
-// CPU time / (wall time x threads) is about limit over the run, whatever the batch
-// size. Time the process did not get the CPU (a busy machine) counts as computing, so
-// the client never runs above the limit to catch up.
+// throttle duty-cycles training like BOINC's CPU throttling: after a batch that took
+// busy wall time, it sleeps busy x (100 - limit) / limit, so that busy / (busy + sleep)
+// equals the limit over the run whatever the batch size. On an idle machine the
+// process's CPU time share is then the limit; on a busy one it is lower, never higher.
 type throttle struct {
 	wall time.Time
-	cpu  time.Duration
 }
 
 func newThrottle() *throttle { return &throttle{} }
 
-func (t *throttle) begin() { t.wall, t.cpu = time.Now(), processCPU() }
+func (t *throttle) begin() { t.wall = time.Now() }
 
-func (t *throttle) end(ctx context.Context, threads, limit int) error {
+func (t *throttle) end(ctx context.Context, limit int) error {
 	if limit >= 100 || limit <= 0 {
 		return nil
 	}
-	used := processCPU() - t.cpu
 	busy := time.Since(t.wall)
-	target := time.Duration(float64(used) / float64(max(threads, 1)) * 100 / float64(limit))
-	return backoff.Sleep(ctx, target-busy)
+	return backoff.Sleep(ctx, busy*time.Duration(100-limit)/time.Duration(limit))
 }
 
-// processCPU returns the user+system CPU time of the whole process.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
+// verifyFile checks a file against its sha256.
+func verifyFile(path, sha string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return fmt.Errorf("%s hashes to %.12s, want %.12s", path, got, sha)
+	}
+	return nil
 }

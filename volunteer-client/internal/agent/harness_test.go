@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,7 +38,34 @@ type stepTrainer struct {
 	prepared []prepareCall
 	stepped  int
 	failNext error
+	burner   *burner // with burn > 0: the thread that burns
 }
+
+// burner burns CPU on one locked OS thread, so a test can read that thread's
+// scheduler statistics. Its owner calls stop.
+type burner struct {
+	req chan time.Duration
+	ack chan struct{}
+	tid int
+}
+
+func newBurner() *burner {
+	b := &burner{req: make(chan time.Duration), ack: make(chan struct{})}
+	ready := make(chan int)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		ready <- syscall.Gettid()
+		for d := range b.req {
+			burnCPU(d)
+			b.ack <- struct{}{}
+		}
+	}()
+	b.tid = <-ready
+	return b
+}
+
+func (b *burner) burn(d time.Duration) { b.req <- d; <-b.ack }
+func (b *burner) stop()                { close(b.req) }
 
 type prepareCall struct {
 	WU         int64
@@ -99,7 +127,7 @@ func (j *stepJob) Step(ctx context.Context) (agent.StepInfo, error) {
 		return agent.StepInfo{Done: true}, nil
 	}
 	if j.tr.burn > 0 {
-		burnCPU(j.tr.burn)
+		j.tr.burner.burn(j.tr.burn)
 	}
 	if j.tr.stepTime > 0 {
 		time.Sleep(j.tr.stepTime)
@@ -114,8 +142,6 @@ func (j *stepJob) Step(ctx context.Context) (agent.StepInfo, error) {
 
 // burnCPU spins until this thread has used about d of CPU time.
 func burnCPU(d time.Duration) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	start := threadCPU()
 	x := 1.0
 	for threadCPU()-start < d {

@@ -44,6 +44,14 @@ type StepInfo struct {
 	Done         bool
 }
 
+// ErrBadWorkUnit marks a work unit that cannot run here whatever the retries (a bad
+// spec, a missing dataset, classes that disagree); the agent drops it.
+var ErrBadWorkUnit = errors.New("work unit cannot be run")
+
+// ErrBadCheckpoint marks a saved training state Prepare cannot resume from; the agent
+// deletes it and starts the work unit again from the base model.
+var ErrBadCheckpoint = errors.New("checkpoint cannot be resumed")
+
 // ErrDoesNotFit marks a work unit that needs more memory or disk than the volunteer
 // allows; the agent drops it and says why.
 var ErrDoesNotFit = errors.New("work unit does not fit the volunteer's limits")

@@ -77,6 +77,9 @@ func (s *Store) Dir() string { return s.dir }
 
 func (s *Store) path(name string) string { return filepath.Join(s.dir, name) }
 
+// StatePath is the training state file.
+func (s *Store) StatePath() string { return s.path(StateFile) }
+
 // BasePath is where the verified base model of a work unit is kept.
 func (s *Store) BasePath(sha string) string { return s.path("base-" + sha + ".safetensors") }
 
