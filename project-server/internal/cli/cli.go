@@ -1,0 +1,438 @@
+// Package cli is the project-server command line: `serve` runs the server; `account`
+// and `researcher` create credentials directly in the database; `campaign` drives a
+// running server through the same JSON API the web UI uses.
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/texgrid/texgrid/project-server/internal/server"
+	"github.com/texgrid/texgrid/project-server/protocol"
+)
+
+const usage = `project-server: texgrid's scheduler and parameter server.
+
+Usage:
+  project-server serve [flags]                    run the server (see serve -h)
+  project-server account add --name N             create a volunteer account; prints its account key
+  project-server researcher add --name N          create a researcher; prints its API token
+  project-server campaign create [flags]          create a campaign (see campaign create -h)
+  project-server campaign list|show|start|pause|resume|stop|rounds [ID]
+
+account and researcher open the database directly (--data-dir, --db, as for serve).
+campaign talks to a running server: --server URL (default $TEXGRID_SERVER or
+http://127.0.0.1:8480) and --token TOKEN (default $TEXGRID_TOKEN, a researcher token).
+`
+
+// Run executes one command line and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr)
+	case "account", "researcher":
+		err = credential(ctx, args[0], args[1:], stdout)
+	case "campaign":
+		err = campaign(ctx, args[1:], stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "project-server: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "project-server %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
+
+// serverFlags registers the flags that locate and configure the server.
+func serverFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
+	fs.StringVar(configFile, "config", "", "JSON config file (see configs/project-server.example.json); flags override it")
+	fs.StringVar(&cfg.Addr, "addr", "", "listen address (default 127.0.0.1:8480)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for model and delta blobs and the SQLite database (default ./project-data)")
+	fs.StringVar(&cfg.DB, "db", "", "SQLite file or postgres:// DSN (default <data-dir>/texgrid.db)")
+	fs.StringVar(&cfg.ModelsDir, "models-dir", "", "directory of model specs <name>.json (default configs/models)")
+	fs.StringVar(&cfg.DatasetDir, "dataset-dir", "", "read datasets from this local dataset-ftp root instead of over FTP")
+	fs.StringVar(&cfg.FTPAddr, "ftp-addr", "", "dataset-ftp server host:port")
+	fs.StringVar(&cfg.FTPUser, "ftp-user", "", "dataset-ftp read-only user")
+	fs.StringVar(&cfg.FTPPassword, "ftp-password", "", "its password")
+	fs.StringVar(&cfg.PublicFTPAddr, "public-ftp-addr", "", "dataset-ftp address told to volunteers (default --ftp-addr)")
+}
+
+// loadConfig merges defaults, the config file and the flags that were set.
+func loadConfig(fs *flag.FlagSet, flags server.Config, file string) (server.Config, error) {
+	var cfg server.Config
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, fmt.Errorf("config %s: %w", file, err)
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "addr":
+			cfg.Addr = flags.Addr
+		case "data-dir":
+			cfg.DataDir = flags.DataDir
+		case "db":
+			cfg.DB = flags.DB
+		case "models-dir":
+			cfg.ModelsDir = flags.ModelsDir
+		case "dataset-dir":
+			cfg.DatasetDir = flags.DatasetDir
+		case "ftp-addr":
+			cfg.FTPAddr = flags.FTPAddr
+		case "ftp-user":
+			cfg.FTPUser = flags.FTPUser
+		case "ftp-password":
+			cfg.FTPPassword = flags.FTPPassword
+		case "public-ftp-addr":
+			cfg.PublicFTPAddr = flags.PublicFTPAddr
+		}
+	})
+	cfg.Defaults()
+	return cfg, nil
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var flags server.Config
+	var file string
+	serverFlags(fs, &flags, &file)
+	tick := fs.Duration("tick", 5*time.Second, "how often work-unit and round deadlines are checked")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(fs, flags, file)
+	if err != nil {
+		return err
+	}
+	cfg.TickInterval = server.Duration(*tick)
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.Init = DefaultInit
+	cfg.Engine = DefaultEngine
+	if _, err := os.Stat(cfg.ModelsDir); err != nil {
+		return fmt.Errorf("models dir: %w (set --models-dir)", err)
+	}
+	if cfg.DatasetDir == "" && cfg.FTPAddr == "" {
+		cfg.Log.Warn("no dataset source: set --ftp-addr (or --dataset-dir); campaigns cannot be created")
+	}
+	srv, err := server.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	return srv.Serve(ctx, ln)
+}
+
+func credential(ctx context.Context, kind string, args []string, stdout io.Writer) error {
+	if len(args) == 0 || args[0] != "add" {
+		return fmt.Errorf("usage: project-server %s add --name NAME", kind)
+	}
+	fs := flag.NewFlagSet(kind+" add", flag.ContinueOnError)
+	var flags server.Config
+	var file string
+	serverFlags(fs, &flags, &file)
+	name := fs.String("name", "", "display name (required)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *name == "" {
+		return errors.New("--name is required")
+	}
+	cfg, err := loadConfig(fs, flags, file)
+	if err != nil {
+		return err
+	}
+	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := server.Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	var id int64
+	var secret string
+	if kind == "account" {
+		id, secret, err = srv.Sched.AddAccount(ctx, *name)
+	} else {
+		id, secret, err = srv.Sched.AddResearcher(ctx, *name)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "%s %d %q created; its secret (shown once):\n", kind, id, *name)
+	fmt.Fprintln(stdout, secret)
+	return nil
+}
+
+// client is a minimal JSON client for the researcher API.
+type client struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+func (c *client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set(protocol.HeaderVersion, strconv.Itoa(protocol.Version))
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var eb protocol.ErrorBody
+		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
+			return fmt.Errorf("%s (HTTP %d)", eb.Error.Message, resp.StatusCode)
+		}
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+func campaign(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: project-server campaign create|list|show|start|pause|resume|stop|rounds [ID]")
+	}
+	sub := args[0]
+	fs := flag.NewFlagSet("campaign "+sub, flag.ContinueOnError)
+	srvURL := fs.String("server", envOr("TEXGRID_SERVER", "http://127.0.0.1:8480"), "project server URL")
+	token := fs.String("token", os.Getenv("TEXGRID_TOKEN"), "researcher API token")
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	var cs protocol.CampaignSpec
+	var specFile string
+	var wuDeadline, roundDeadline time.Duration
+	if sub == "create" {
+		fs.StringVar(&specFile, "file", "", "campaign spec JSON file (protocol.CampaignSpec); flags override it")
+		fs.StringVar(&cs.Name, "name", "", "campaign name")
+		fs.StringVar(&cs.Dataset, "dataset", "", "dataset name on the dataset-ftp server")
+		fs.StringVar(&cs.Model, "model", "", "model spec name (e.g. tcnn-small)")
+		fs.IntVar(&cs.FragmentSize, "fragment-size", 0, "fragment side in pixels (default 256)")
+		fs.IntVar(&cs.FragmentsMin, "fragments-min", 0, "fewest fragments per work unit (default 4500)")
+		fs.IntVar(&cs.FragmentsMax, "fragments-max", 0, "most fragments per work unit (default 6000)")
+		fs.IntVar(&cs.Hyper.Epochs, "epochs", 0, "epochs per work unit (default 2)")
+		fs.IntVar(&cs.Hyper.BatchSize, "batch", 0, "batch size (default 32)")
+		fs.Float64Var(&cs.Hyper.LearningRate, "lr", 0, "learning rate (default 0.01)")
+		fs.Float64Var(&cs.Hyper.Momentum, "momentum", 0, "momentum (default 0.9)")
+		fs.Float64Var(&cs.Quorum, "quorum", 0, "quorum fraction 0.75..0.90 (default 0.8)")
+		fs.IntVar(&cs.WorkUnitsPerRound, "wus", 0, "work units per round (default 4)")
+		fs.IntVar(&cs.Rounds, "rounds", 0, "rounds (default 10)")
+		fs.DurationVar(&wuDeadline, "wu-deadline", 0, "work unit deadline (default 30m)")
+		fs.DurationVar(&roundDeadline, "round-deadline", 0, "round deadline (default 4 x wu-deadline)")
+		fs.Uint64Var(&cs.Seed, "seed", 0, "campaign seed (default random)")
+		fs.BoolVar(&cs.Start, "start", false, "start at once")
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if *token == "" {
+		return errors.New("no researcher token: pass --token or set TEXGRID_TOKEN (make one with `project-server researcher add`)")
+	}
+	c := &client{base: strings.TrimRight(*srvURL, "/"), token: *token, http: &http.Client{Timeout: 10 * time.Minute}}
+	id := func() (int64, error) {
+		if fs.NArg() != 1 {
+			return 0, fmt.Errorf("usage: project-server campaign %s ID", sub)
+		}
+		return strconv.ParseInt(fs.Arg(0), 10, 64)
+	}
+	switch sub {
+	case "create":
+		spec := cs
+		if specFile != "" {
+			b, err := os.ReadFile(specFile)
+			if err != nil {
+				return err
+			}
+			if err := json.Unmarshal(b, &spec); err != nil {
+				return fmt.Errorf("%s: %w", specFile, err)
+			}
+			overlay(fs, &spec, &cs)
+		}
+		if wuDeadline > 0 {
+			spec.WUDeadline = protocol.Duration(wuDeadline)
+		}
+		if roundDeadline > 0 {
+			spec.RoundDeadline = protocol.Duration(roundDeadline)
+		}
+		var out protocol.Campaign
+		if err := c.do(ctx, http.MethodPost, protocol.APIPrefix+"/campaigns", spec, &out); err != nil {
+			return err
+		}
+		return printCampaigns(stdout, *asJSON, out)
+	case "list":
+		var out []protocol.Campaign
+		if err := c.do(ctx, http.MethodGet, protocol.APIPrefix+"/campaigns", nil, &out); err != nil {
+			return err
+		}
+		return printCampaigns(stdout, *asJSON, out...)
+	case "show":
+		n, err := id()
+		if err != nil {
+			return err
+		}
+		var out protocol.Campaign
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("%s/campaigns/%d", protocol.APIPrefix, n), nil, &out); err != nil {
+			return err
+		}
+		return printJSON(stdout, out)
+	case "start", "pause", "resume", "stop":
+		n, err := id()
+		if err != nil {
+			return err
+		}
+		var out protocol.Campaign
+		if err := c.do(ctx, http.MethodPost, fmt.Sprintf("%s/campaigns/%d/%s", protocol.APIPrefix, n, sub), nil, &out); err != nil {
+			return err
+		}
+		return printCampaigns(stdout, *asJSON, out)
+	case "rounds":
+		n, err := id()
+		if err != nil {
+			return err
+		}
+		var out []protocol.RoundInfo
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("%s/campaigns/%d/rounds", protocol.APIPrefix, n), nil, &out); err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROUND\tSTATE\tISSUED\tACCEPTED\tNEEDED\tLATE\tINVALID\tSAMPLES\tFRAG ACC\tIMAGE ACC\tMODEL")
+		for _, r := range out {
+			fa, ia := "-", "-"
+			if r.Metrics != nil {
+				fa, ia = fmt.Sprintf("%.4f", r.Metrics.FragmentAccuracy), fmt.Sprintf("%.4f", r.Metrics.ImageAccuracy)
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.12s\n", r.Round, r.State, r.Issued, r.Accepted, r.Needed,
+				r.Late, r.Invalid, r.SamplesTrained, fa, ia, r.ResultModel)
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("unknown campaign command %q", sub)
+}
+
+// overlay copies the create flags that were set over a spec read from a file.
+func overlay(fs *flag.FlagSet, dst, src *protocol.CampaignSpec) {
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "name":
+			dst.Name = src.Name
+		case "dataset":
+			dst.Dataset = src.Dataset
+		case "model":
+			dst.Model = src.Model
+		case "fragment-size":
+			dst.FragmentSize = src.FragmentSize
+		case "fragments-min":
+			dst.FragmentsMin = src.FragmentsMin
+		case "fragments-max":
+			dst.FragmentsMax = src.FragmentsMax
+		case "epochs":
+			dst.Hyper.Epochs = src.Hyper.Epochs
+		case "batch":
+			dst.Hyper.BatchSize = src.Hyper.BatchSize
+		case "lr":
+			dst.Hyper.LearningRate = src.Hyper.LearningRate
+		case "momentum":
+			dst.Hyper.Momentum = src.Hyper.Momentum
+		case "quorum":
+			dst.Quorum = src.Quorum
+		case "wus":
+			dst.WorkUnitsPerRound = src.WorkUnitsPerRound
+		case "rounds":
+			dst.Rounds = src.Rounds
+		case "seed":
+			dst.Seed = src.Seed
+		case "start":
+			dst.Start = src.Start
+		}
+	})
+}
+
+func printCampaigns(w io.Writer, asJSON bool, cs ...protocol.Campaign) error {
+	if asJSON {
+		if len(cs) == 1 {
+			return printJSON(w, cs[0])
+		}
+		return printJSON(w, cs)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSTATE\tROUND\tDATASET\tMODEL\tMESSAGE")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t%s\t%s\t%s\n", c.ID, c.Spec.Name, c.State, c.Round, c.Spec.Rounds, c.Spec.Dataset, c.Spec.Model, c.Message)
+	}
+	return tw.Flush()
+}
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

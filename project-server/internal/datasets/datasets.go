@@ -1,0 +1,101 @@
+// Package datasets is how the project server reads datasets: manifests (to resolve a
+// campaign's classes and sample work units) and test images (to evaluate each round's
+// model). The server only reads; the dataset-ftp server owns the data. Source is the seam:
+// Dir reads a dataset-ftp root on the local disk, FTP reads through dataset-ftp's client.
+package datasets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sync"
+
+	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+)
+
+// ErrNotFound means the dataset, manifest version or image does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Source reads datasets.
+type Source interface {
+	// Manifest returns the dataset's manifest; version "" means the current one, and a
+	// non-empty version must match the current manifest's Version.
+	Manifest(ctx context.Context, dataset, version string) (*manifest.Manifest, error)
+	// Open returns one image's bytes, verified against the manifest by the caller.
+	Open(ctx context.Context, dataset, imagePath string) (io.ReadCloser, error)
+}
+
+// Dir is a Source over a dataset-ftp root directory on the local disk
+// (<root>/<dataset>/manifest.json and <root>/<dataset>/<class>/<image>).
+type Dir struct {
+	Root string
+}
+
+// Manifest reads and validates <root>/<dataset>/manifest.json.
+func (d Dir) Manifest(_ context.Context, dataset, version string) (*manifest.Manifest, error) {
+	if dataset == "" || dataset != path.Base(dataset) || dataset[0] == '.' {
+		return nil, fmt.Errorf("dataset %q: %w", dataset, ErrNotFound)
+	}
+	b, err := os.ReadFile(filepath.Join(d.Root, dataset, manifest.FileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("dataset %q has no manifest: %w", dataset, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dataset %q: %w", dataset, err)
+	}
+	m, err := manifest.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if version != "" && m.Version != version {
+		return nil, fmt.Errorf("dataset %q: manifest version %.12s is not the current %.12s: %w", dataset, version, m.Version, ErrNotFound)
+	}
+	return m, nil
+}
+
+// Open opens <root>/<dataset>/<imagePath>.
+func (d Dir) Open(_ context.Context, dataset, imagePath string) (io.ReadCloser, error) {
+	if err := manifest.CheckPath(imagePath); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(filepath.Join(d.Root, dataset, filepath.FromSlash(imagePath)))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s/%s: %w", dataset, imagePath, ErrNotFound)
+	}
+	return f, err
+}
+
+// Cache remembers manifests by dataset and version, which never change once written.
+type Cache struct {
+	Source
+	mu sync.Mutex
+	m  map[string]*manifest.Manifest
+}
+
+// NewCache wraps src.
+func NewCache(src Source) *Cache { return &Cache{Source: src, m: map[string]*manifest.Manifest{}} }
+
+// Manifest returns a cached manifest when version is given and was seen before.
+func (c *Cache) Manifest(ctx context.Context, dataset, version string) (*manifest.Manifest, error) {
+	key := dataset + "@" + version
+	if version != "" {
+		c.mu.Lock()
+		m := c.m[key]
+		c.mu.Unlock()
+		if m != nil {
+			return m, nil
+		}
+	}
+	m, err := c.Source.Manifest(ctx, dataset, version)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.m[dataset+"@"+m.Version] = m
+	c.mu.Unlock()
+	return m, nil
+}

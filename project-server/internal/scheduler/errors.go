@@ -1,0 +1,76 @@
+package scheduler
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/texgrid/texgrid/project-server/protocol"
+)
+
+// Error is a refusal the API passes to the caller as a protocol.Error: a code from the
+// protocol and a message naming what was wrong. Nothing was changed unless the code is
+// invalid_delta or late, which are recorded.
+type Error struct {
+	Code    string
+	Message string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+// Is matches errors with the same code, so errors.Is(err, ErrLate) works.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && t.Message == ""
+}
+
+// Sentinels for errors.Is; real errors carry a message.
+var (
+	ErrBadRequest   = &Error{Code: protocol.CodeBadRequest}
+	ErrUnauthorized = &Error{Code: protocol.CodeUnauthorized}
+	ErrForbidden    = &Error{Code: protocol.CodeForbidden}
+	ErrNotFound     = &Error{Code: protocol.CodeNotFound}
+	ErrLate         = &Error{Code: protocol.CodeLate}
+	ErrWUClosed     = &Error{Code: protocol.CodeWUClosed}
+	ErrConflict     = &Error{Code: protocol.CodeConflict}
+	ErrInvalidDelta = &Error{Code: protocol.CodeInvalidDelta}
+	ErrTooLarge     = &Error{Code: protocol.CodeTooLarge}
+)
+
+func fail(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Status returns the HTTP status for a protocol error code.
+func Status(code string) int {
+	switch code {
+	case protocol.CodeBadRequest:
+		return http.StatusBadRequest
+	case protocol.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case protocol.CodeForbidden:
+		return http.StatusForbidden
+	case protocol.CodeNotFound:
+		return http.StatusNotFound
+	case protocol.CodeLate, protocol.CodeWUClosed, protocol.CodeConflict:
+		return http.StatusConflict
+	case protocol.CodeInvalidDelta:
+		return http.StatusUnprocessableEntity
+	case protocol.CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case protocol.CodeUpgradeRequired:
+		return http.StatusUpgradeRequired
+	case protocol.CodeRateLimited:
+		return http.StatusTooManyRequests
+	}
+	return http.StatusInternalServerError
+}
+
+// AsError returns err as a protocol refusal, or an internal error that hides details.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return &Error{Code: protocol.CodeInternal, Message: "the server failed; retry later"}
+}

@@ -1,0 +1,147 @@
+package store
+
+import "time"
+
+// Account is a volunteer account; hosts attach to it with its key.
+type Account struct {
+	ID        int64
+	Name      string
+	KeyHash   string
+	CreatedAt time.Time
+}
+
+// Researcher may create and control campaigns with its API token.
+type Researcher struct {
+	ID        int64
+	Name      string
+	TokenHash string
+	CreatedAt time.Time
+}
+
+// Host is one volunteer machine. TokenHash is nil once the host detached.
+type Host struct {
+	ID             int64
+	AccountID      int64
+	Name           string
+	OS             string
+	Arch           string
+	Cores          int
+	MemoryBytes    int64
+	GFLOPS         float64 `gorm:"column:gflops"`
+	ClientVersion  string
+	TokenHash      *string
+	CreatedAt      time.Time
+	LastContact    time.Time
+	ResultsValid   int
+	ResultsInvalid int
+	Credit         float64
+	Detached       bool
+}
+
+// Campaign row. SpecJSON holds the protocol.CampaignSpec with defaults filled in.
+type Campaign struct {
+	ID              int64
+	Name            string
+	ResearcherID    int64
+	SpecJSON        string
+	ModelSpec       string
+	ClassesJSON     string
+	ManifestVersion string
+	NumParams       int64
+	ForwardFLOPs    int64 `gorm:"column:forward_flops"`
+	State           string
+	Round           int
+	ModelSHA256     string `gorm:"column:model_sha256"`
+	Message         string
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
+}
+
+// ModelVersion is a global model blob W(round) of a campaign.
+type ModelVersion struct {
+	SHA256     string `gorm:"column:sha256;primaryKey"`
+	CampaignID int64
+	Round      int
+	Size       int64
+	CreatedAt  time.Time
+}
+
+// Round states.
+const (
+	RoundOpen   = "open"
+	RoundClosed = "closed"
+	RoundStuck  = "stuck"
+)
+
+// Round is one synchronous round of a campaign.
+type Round struct {
+	CampaignID     int64 `gorm:"primaryKey;autoIncrement:false"`
+	Round          int   `gorm:"primaryKey;autoIncrement:false"`
+	State          string
+	BaseModel      string
+	ResultModel    string
+	Slots          int
+	Needed         int
+	NextSlot       int
+	Issued         int
+	Accepted       int
+	Late           int
+	Invalid        int
+	SamplesTrained int64
+	OpenedAt       time.Time
+	Deadline       time.Time
+	ClosedAt       *time.Time
+	MetricsJSON    *string
+	EvalError      string
+}
+
+// Work unit states.
+const (
+	WUIssued   = "issued"   // held by its host
+	WUExpired  = "expired"  // past its deadline; its slot may be reissued, a result is still welcome while the round is open
+	WUAccepted = "accepted" // its result was merged into the round's quorum
+	WULate     = "late"     // its result arrived after the round closed
+	WUClosed   = "closed"   // the round closed before a result arrived
+	WUAborted  = "aborted"  // the host detached or the campaign stopped
+)
+
+// WorkUnit is one issue of a round's slot to a host. Seed is stored bit-cast to int64.
+type WorkUnit struct {
+	ID            int64
+	CampaignID    int64
+	Round         int
+	Slot          int
+	Attempt       int
+	HostID        int64
+	Seed          int64
+	FragmentCount int
+	FLOPs         int64 `gorm:"column:flops"`
+	State         string
+	IssuedAt      time.Time
+	Deadline      time.Time
+	Progress      float64
+	FinishedAt    *time.Time
+}
+
+// Result outcomes stored in the results table, beyond protocol's accepted and late.
+const (
+	OutcomeInvalid = "invalid"
+)
+
+// Result records every upload that was read in full: accepted, late or invalid.
+type Result struct {
+	ID         int64
+	WorkUnitID int64
+	HostID     int64
+	CampaignID int64
+	Round      int
+	SHA256     string `gorm:"column:sha256"`
+	Size       int64
+	Outcome    string
+	Reason     string
+	Samples    int64
+	Loss       float64
+	Norm       float64
+	Credit     float64
+	CreatedAt  time.Time
+}
