@@ -115,11 +115,6 @@ func (e *enc) string(num protowire.Number, s string) {
 	*e = protowire.AppendString(*e, s)
 }
 
-func (e *enc) float(num protowire.Number, f float32) {
-	*e = protowire.AppendTag(*e, num, protowire.Fixed32Type)
-	*e = protowire.AppendFixed32(*e, math.Float32bits(f))
-}
-
 func (e *enc) message(num protowire.Number, m enc) { e.bytes(num, m) }
 
 // attrInts is an INTS attribute such as kernel_shape or pads.

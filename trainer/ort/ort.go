@@ -92,12 +92,6 @@ func LibraryPath() string {
 	return DefaultLibrary
 }
 
-// missingLibrary is the error for a library file that does not exist.
-func missingLibrary(path string, err error) error {
-	return fmt.Errorf("%w: %s: %v; run `make ort` to fetch it, or point %s (or --ort-lib) at a libonnxruntime.so.1",
-		ErrNoLibrary, path, errors.Unwrap(err), EnvLibrary)
-}
-
 // Info is what a Session knows about its model from the ONNX file itself.
 type Info struct {
 	Classes  []string          // class names in logit order (metadata texgrid.classes); nil if absent
@@ -157,39 +151,6 @@ func dimString(ds []onnx.Dim) string {
 	s := make([]string, len(ds))
 	for i, d := range ds {
 		s[i] = d.String()
-	}
-	return strings.Join(s, ",")
-}
-
-// checkInput compares x with the model's input dimensions.
-func checkInput(dims []onnx.Dim, x *tensor.Tensor) error {
-	if x == nil {
-		return fmt.Errorf("%w: no input tensor", ErrShape)
-	}
-	if len(x.Shape) != 4 {
-		return fmt.Errorf("%w: fragments have shape %v, want [N,C,S,S] (model takes [%s])", ErrShape, x.Shape, dimString(dims))
-	}
-	if len(x.Data) != tensor.Numel(x.Shape) {
-		return fmt.Errorf("%w: fragments have %d values for shape %v", ErrShape, len(x.Data), x.Shape)
-	}
-	if x.Shape[0] <= 0 {
-		return fmt.Errorf("%w: empty batch %v", ErrShape, x.Shape)
-	}
-	what := [4]string{"batch", "channels", "height", "width"}
-	for i := 1; i < 4; i++ {
-		d := dims[i]
-		if d.Param == "" && d.Value > 0 && int64(x.Shape[i]) != d.Value {
-			return fmt.Errorf("%w: fragments are [%s] but the model takes [%s]: %s %d, want %d",
-				ErrShape, intsString(x.Shape), dimString(dims), what[i], x.Shape[i], d.Value)
-		}
-	}
-	return nil
-}
-
-func intsString(v []int) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = strconv.Itoa(x)
 	}
 	return strings.Join(s, ",")
 }

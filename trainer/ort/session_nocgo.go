@@ -25,8 +25,14 @@ type Session struct {
 	Info
 }
 
-// Open fails with ErrNoLibrary without cgo.
-func Open(model []byte, threads int) (*Session, error) { return nil, errNoCgo }
+// Open fails with ErrNoLibrary without cgo, after the checks that need no library: a
+// file that is not a texgrid ONNX classifier is still reported as such.
+func Open(model []byte, threads int) (*Session, error) {
+	if _, _, err := inspect(model); err != nil {
+		return nil, fmt.Errorf("ort: open model: %w", err)
+	}
+	return nil, errNoCgo
+}
 
 // Run fails with ErrNoLibrary without cgo.
 func (s *Session) Run(x *tensor.Tensor) (*tensor.Tensor, error) { return nil, errNoCgo }
