@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/onnx"
+	"github.com/texgrid/texgrid/trainer/safetensors"
+)
+
+func init() {
+	commands["export"] = command{summary: "write trained weights as an ONNX model", run: runExport}
+}
+
+// metaFlags collects repeated --meta key=value flags.
+type metaFlags map[string]string
+
+func (m metaFlags) String() string { return fmt.Sprint(map[string]string(m)) }
+
+func (m metaFlags) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	m[k] = v
+	return nil
+}
+
+func runExport(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("export", flag.ContinueOnError)
+	model := fs.String("model", "", "model spec file or shipped name (tcnn-small, tcnn3)")
+	weights := fs.String("weights", "", "trained weights (safetensors, F32 or F16)")
+	classList := fs.String("classes", "", "class names in logit order, comma separated")
+	classesFrom := fs.String("classes-from", "", "dataset folder whose class sub-folders (sorted) name the classes")
+	size := fs.Int("size", 256, "fragment side in pixels the model takes")
+	out := fs.String("o", "", "output ONNX file")
+	meta := metaFlags{}
+	fs.Var(meta, "meta", "extra metadata_props entry key=value (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: trainer export --model SPEC --weights W.safetensors (--classes a,b,c | --classes-from DIR) [--size S] -o model.onnx")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *weights == "" || *out == "" {
+		return errors.New("--weights and -o are required")
+	}
+	classes, err := exportClasses(*classList, *classesFrom)
+	if err != nil {
+		return err
+	}
+	sp, err := loadModelSpec(*model)
+	if err != nil {
+		return err
+	}
+	r, err := sp.Resolve(len(classes), *size)
+	if err != nil {
+		return err
+	}
+	f, err := safetensors.ReadFile(*weights, safetensors.Options{Expect: r.Params, RequireFinite: true})
+	if err != nil {
+		return fmt.Errorf("weights for %s with %d classes at %d px: %w", sp.Name, len(classes), *size, err)
+	}
+	b, err := onnx.Export(r, f.Tensors, classes, meta)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(*out, b); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s: %s, %d classes, %dx%d input, %.1f MB\n", *out, sp.Name, len(classes), *size, *size, float64(len(b))/1e6)
+	return nil
+}
+
+// exportClasses returns the class names from --classes or --classes-from (exactly one).
+func exportClasses(list, from string) ([]string, error) {
+	switch {
+	case list != "" && from != "":
+		return nil, errors.New("give --classes or --classes-from, not both")
+	case list != "":
+		var cs []string
+		for _, c := range strings.Split(list, ",") {
+			cs = append(cs, strings.TrimSpace(c))
+		}
+		return cs, nil
+	case from != "":
+		fo, err := data.ScanFolder(from, data.DefaultTestFraction)
+		if err != nil {
+			return nil, fmt.Errorf("--classes-from: %w", err)
+		}
+		return fo.Classes, nil
+	}
+	return nil, errors.New("the class names are required: --classes a,b,c or --classes-from DATASET_DIR")
+}
+
+// writeFileAtomic writes b to path through a temporary file in the same directory, so a
+// reader never sees a half-written model.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
