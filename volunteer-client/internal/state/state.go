@@ -114,6 +114,7 @@ type Identity struct {
 	Server     string    `json:"server"` // project server base URL
 	HostID     int64     `json:"host_id"`
 	Name       string    `json:"name"`
+	GFLOPS     float64   `json:"gflops"` // measured at attach
 	AttachedAt time.Time `json:"attached_at"`
 }
 
