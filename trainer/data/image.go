@@ -164,7 +164,14 @@ func readImageFile(path string) ([]byte, error) {
 	return b, nil
 }
 
-func decodeBytes(b []byte) (*Gray, error) {
+func decodeBytes(b []byte) (g *Gray, err error) {
+	// The decoders are well tested, but a volunteer must not crash on one bad file
+	// in someone else's dataset: a decoder panic is just an unreadable image.
+	defer func() {
+		if r := recover(); r != nil {
+			g, err = nil, fmt.Errorf("image decoder failed: %v: %w", r, ErrFormat)
+		}
+	}()
 	if len(b) == 0 {
 		return nil, fmt.Errorf("file is empty: %w", ErrEmptyImage)
 	}
@@ -182,7 +189,7 @@ func decodeBytes(b []byte) (*Gray, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %v: %w", format, err, ErrFormat)
 	}
-	g := ToGray(img)
+	g = ToGray(img)
 	if g.W <= 0 || g.H <= 0 {
 		return nil, fmt.Errorf("%s image has no pixels: %w", format, ErrEmptyImage)
 	}
