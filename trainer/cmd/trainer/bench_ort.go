@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -41,6 +42,11 @@ type benchORTResult struct {
 }
 
 func runBenchORT(ctx context.Context, args []string) error {
+	return benchORT(ctx, args, os.Stdout)
+}
+
+// benchORT is bench-ort writing its JSON line to w.
+func benchORT(ctx context.Context, args []string, w io.Writer) error {
 	fs := flag.NewFlagSet("bench-ort", flag.ContinueOnError)
 	fromSpec := fs.String("onnx-from-spec", "", "export this model spec (file or shipped name) with random weights and measure it")
 	modelFile := fs.String("onnx", "", "measure this ONNX file instead")
@@ -137,7 +143,7 @@ func runBenchORT(ctx context.Context, args []string) error {
 		InferGFLOPs: sps * float64(flops) / 1e9, ForwardGFLOPPerSample: float64(flops) / 1e9,
 		Batches: n, PeakRSSMB: peakRSSMB(),
 	}
-	return json.NewEncoder(os.Stdout).Encode(res)
+	return json.NewEncoder(w).Encode(res)
 }
 
 // specFLOPs recomputes the forward cost from the spec a texgrid model carries.
