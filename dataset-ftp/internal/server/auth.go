@@ -105,7 +105,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 
 // CheckPasswd implements goftp's Auth.
 func (a *authenticator) CheckPasswd(ctx *ftpserver.Context, user, pass string) (bool, error) {
-	ip := remoteIP(ctx.Sess)
+	var sess *ftpserver.Session
+	if ctx != nil {
+		sess = ctx.Sess
+	}
+	ip := remoteIP(sess)
 	if a.anonymous && isAnonymous(user) {
 		a.log.Info("login", "user", AnonymousUser, "ip", ip)
 		return true, nil
