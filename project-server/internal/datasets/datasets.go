@@ -5,7 +5,10 @@
 package datasets
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,8 +28,9 @@ type Source interface {
 	// Manifest returns the dataset's manifest; version "" means the current one, and a
 	// non-empty version must match the current manifest's Version.
 	Manifest(ctx context.Context, dataset, version string) (*manifest.Manifest, error)
-	// Open returns one image's bytes, verified against the manifest by the caller.
-	Open(ctx context.Context, dataset, imagePath string) (io.ReadCloser, error)
+	// Open returns one image's bytes, checked against the manifest entry's size and
+	// sha256.
+	Open(ctx context.Context, dataset string, im manifest.Image) (io.ReadCloser, error)
 }
 
 // Dir is a Source over a dataset-ftp root directory on the local disk
@@ -57,17 +61,27 @@ func (d Dir) Manifest(_ context.Context, dataset, version string) (*manifest.Man
 	return m, nil
 }
 
-// Open opens <root>/<dataset>/<imagePath>.
-func (d Dir) Open(_ context.Context, dataset, imagePath string) (io.ReadCloser, error) {
-	if err := manifest.CheckPath(imagePath); err != nil {
+// Open reads <root>/<dataset>/<image path> and checks it against the manifest entry.
+func (d Dir) Open(_ context.Context, dataset string, im manifest.Image) (io.ReadCloser, error) {
+	if err := manifest.CheckPath(im.Path); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(d.Root, dataset, filepath.FromSlash(imagePath)))
+	b, err := os.ReadFile(filepath.Join(d.Root, dataset, filepath.FromSlash(im.Path)))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%s/%s: %w", dataset, imagePath, ErrNotFound)
+		return nil, fmt.Errorf("%s/%s: %w", dataset, im.Path, ErrNotFound)
 	}
-	return f, err
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	if int64(len(b)) != im.Size || hex.EncodeToString(sum[:]) != im.SHA256 {
+		return nil, fmt.Errorf("%s/%s: %w", dataset, im.Path, ErrMismatch)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
 }
+
+// ErrMismatch means an image's bytes differ from its manifest entry.
+var ErrMismatch = errors.New("image does not match its manifest entry")
 
 // Cache remembers manifests by dataset and version, which never change once written.
 type Cache struct {

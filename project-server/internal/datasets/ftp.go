@@ -1,103 +1,91 @@
 package datasets
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net/textproto"
-	"path"
-	"time"
+	"os"
+	"sync"
 
-	"github.com/jlaffaye/ftp"
-
+	"github.com/texgrid/texgrid/dataset-ftp/ftpstore"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 )
 
-// FTP is a Source that reads from a dataset-ftp server with a read-only account.
+// FTP is a Source over a dataset-ftp server, read with a read-only account through
+// dataset-ftp's client (ftpstore), which verifies every image and caches it in CacheDir.
+// The connection is opened on first use, so the server starts while dataset-ftp is down.
 type FTP struct {
 	Addr     string
 	User     string
 	Password string
-	Timeout  time.Duration // per connection, default 30s
+	CacheDir string
+
+	mu    sync.Mutex
+	store *ftpstore.Store
 }
 
-func (f *FTP) dial(ctx context.Context) (*ftp.ServerConn, error) {
-	t := f.Timeout
-	if t == 0 {
-		t = 30 * time.Second
-	}
-	c, err := ftp.Dial(f.Addr, ftp.DialWithContext(ctx), ftp.DialWithTimeout(t))
-	if err != nil {
-		return nil, fmt.Errorf("dataset-ftp %s: %w", f.Addr, err)
+func (f *FTP) open(ctx context.Context) (*ftpstore.Store, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.store != nil {
+		return f.store, nil
 	}
 	user := f.User
 	if user == "" {
 		user = "anonymous"
 	}
-	if err := c.Login(user, f.Password); err != nil {
-		c.Quit()
-		return nil, fmt.Errorf("dataset-ftp %s: login as %s: %w", f.Addr, user, err)
+	s, err := ftpstore.Open(ctx, ftpstore.Config{Addr: f.Addr, User: user, Password: f.Password, CacheDir: f.CacheDir})
+	if err != nil {
+		return nil, fmt.Errorf("dataset-ftp %s: %w", f.Addr, err)
 	}
-	return c, nil
+	f.store = s
+	return s, nil
 }
 
-func (f *FTP) get(ctx context.Context, p string, limit int64) ([]byte, error) {
-	c, err := f.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Quit()
-	r, err := c.Retr(p)
-	if err != nil {
-		var te *textproto.Error
-		if errors.As(err, &te) && te.Code == ftp.StatusFileUnavailable {
-			return nil, fmt.Errorf("dataset-ftp %s: %s: %w", f.Addr, p, ErrNotFound)
-		}
-		return nil, fmt.Errorf("dataset-ftp %s: %s: %w", f.Addr, p, err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("dataset-ftp %s: %s: %w", f.Addr, p, err)
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("dataset-ftp %s: %s is over %d bytes", f.Addr, p, limit)
-	}
-	return b, nil
-}
-
-// Manifest downloads and validates <dataset>/manifest.json.
+// Manifest fetches <dataset>/manifest.json, requiring version when it is not empty.
 func (f *FTP) Manifest(ctx context.Context, dataset, version string) (*manifest.Manifest, error) {
-	if dataset == "" || dataset != path.Base(dataset) || dataset[0] == '.' {
-		return nil, fmt.Errorf("dataset %q: %w", dataset, ErrNotFound)
-	}
-	b, err := f.get(ctx, "/"+dataset+"/"+manifest.FileName, manifest.MaxBytes)
+	s, err := f.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	m, err := manifest.Parse(b)
-	if err != nil {
-		return nil, err
+	var m *manifest.Manifest
+	if version == "" {
+		m, err = s.FetchManifest(ctx, dataset)
+	} else {
+		m, err = s.FetchManifestVersion(ctx, dataset, version)
 	}
-	if version != "" && m.Version != version {
-		return nil, fmt.Errorf("dataset %q: manifest version %.12s is not the current %.12s: %w", dataset, version, m.Version, ErrNotFound)
+	if errors.Is(err, ftpstore.ErrNotFound) || errors.Is(err, ftpstore.ErrVersion) {
+		return nil, fmt.Errorf("dataset %q: %v: %w", dataset, err, ErrNotFound)
 	}
-	return m, nil
+	return m, err
 }
 
-// MaxImageBytes bounds one downloaded image.
-const MaxImageBytes = 256 << 20
-
-// Open downloads one image.
-func (f *FTP) Open(ctx context.Context, dataset, imagePath string) (io.ReadCloser, error) {
-	if err := manifest.CheckPath(imagePath); err != nil {
-		return nil, err
-	}
-	b, err := f.get(ctx, "/"+dataset+"/"+imagePath, MaxImageBytes)
+// Open fetches one image into the cache (verified) and opens it.
+func (f *FTP) Open(ctx context.Context, dataset string, im manifest.Image) (io.ReadCloser, error) {
+	s, err := f.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	release := s.Pin([]manifest.Image{im})
+	defer release()
+	if err := s.Fetch(ctx, dataset, []manifest.Image{im}); err != nil {
+		if errors.Is(err, ftpstore.ErrNotFound) {
+			return nil, fmt.Errorf("%s/%s: %w", dataset, im.Path, ErrNotFound)
+		}
+		return nil, err
+	}
+	return os.Open(s.Path(im.SHA256))
+}
+
+// Close logs out.
+func (f *FTP) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.store == nil {
+		return nil
+	}
+	err := f.store.Close()
+	f.store = nil
+	return err
 }

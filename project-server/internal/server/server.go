@@ -115,7 +115,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		case cfg.DatasetDir != "":
 			src = datasets.Dir{Root: cfg.DatasetDir}
 		case cfg.FTPAddr != "":
-			src = &datasets.FTP{Addr: cfg.FTPAddr, User: cfg.FTPUser, Password: cfg.FTPPassword}
+			src = &datasets.FTP{Addr: cfg.FTPAddr, User: cfg.FTPUser, Password: cfg.FTPPassword, CacheDir: filepath.Join(cfg.DataDir, "ftpcache")}
 		}
 	}
 	srv := &Server{cfg: cfg, DB: db, Blobs: blobs, Metrics: api.NewMetrics(db)}
