@@ -2,16 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/texgrid/texgrid/trainer/data"
 	"github.com/texgrid/texgrid/trainer/onnx"
 	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/spec"
 )
 
 func init() {
@@ -34,16 +37,17 @@ func (m metaFlags) Set(s string) error {
 
 func runExport(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("export", flag.ContinueOnError)
-	model := fs.String("model", "", "model spec file or shipped name (tcnn-small, tcnn3)")
+	model := fs.String("model", "", "model spec file or shipped name (default: the spec stored in the weights' metadata)")
 	weights := fs.String("weights", "", "trained weights (safetensors, F32 or F16)")
-	classList := fs.String("classes", "", "class names in logit order, comma separated")
+	classList := fs.String("classes", "", "class names in logit order, comma separated (default: the weights' metadata)")
 	classesFrom := fs.String("classes-from", "", "dataset folder whose class sub-folders (sorted) name the classes")
-	size := fs.Int("size", 256, "fragment side in pixels the model takes")
+	size := fs.Int("size", 0, "fragment side in pixels the model takes (default: the weights' metadata, else 256)")
 	out := fs.String("o", "", "output ONNX file")
 	meta := metaFlags{}
 	fs.Var(meta, "meta", "extra metadata_props entry key=value (repeatable)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: trainer export --model SPEC --weights W.safetensors (--classes a,b,c | --classes-from DIR) [--size S] -o model.onnx")
+		fmt.Fprintln(fs.Output(), "usage: trainer export [--model SPEC] --weights W.safetensors [--classes a,b,c | --classes-from DIR] [--size S] -o model.onnx\n\n"+
+			"Model, classes and size default to what `trainer train` stored in the weights' metadata.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -55,25 +59,34 @@ func runExport(ctx context.Context, args []string) error {
 	if *weights == "" || *out == "" {
 		return errors.New("--weights and -o are required")
 	}
-	classes, err := exportClasses(*classList, *classesFrom)
+	if *size < 0 {
+		return fmt.Errorf("--size %d is negative", *size)
+	}
+	f, err := safetensors.ReadFile(*weights, safetensors.Options{RequireFinite: true})
 	if err != nil {
 		return err
 	}
-	sp, err := loadModelSpec(*model)
+	classes, err := exportClasses(*classList, *classesFrom, f.Meta)
 	if err != nil {
 		return err
+	}
+	sp, err := exportSpec(*model, f.Meta)
+	if err != nil {
+		return err
+	}
+	if *size == 0 {
+		*size = 256
+		if s, err := strconv.Atoi(f.Meta["size"]); err == nil && s > 0 {
+			*size = s
+		}
 	}
 	r, err := sp.Resolve(len(classes), *size)
 	if err != nil {
 		return err
 	}
-	f, err := safetensors.ReadFile(*weights, safetensors.Options{Expect: r.Params, RequireFinite: true})
-	if err != nil {
-		return fmt.Errorf("weights for %s with %d classes at %d px: %w", sp.Name, len(classes), *size, err)
-	}
 	b, err := onnx.Export(r, f.Tensors, classes, meta)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s for %s with %d classes at %d px: %w", *weights, sp.Name, len(classes), *size, err)
 	}
 	if err := writeFileAtomic(*out, b); err != nil {
 		return err
@@ -82,8 +95,28 @@ func runExport(ctx context.Context, args []string) error {
 	return nil
 }
 
-// exportClasses returns the class names from --classes or --classes-from (exactly one).
-func exportClasses(list, from string) ([]string, error) {
+// exportSpec returns the --model spec, else the spec `trainer train` stored in the
+// weights' metadata ("spec", then "model" by name).
+func exportSpec(model string, meta map[string]string) (*spec.Spec, error) {
+	if model != "" {
+		return loadModelSpec(model)
+	}
+	if js, ok := meta["spec"]; ok {
+		sp, err := spec.Parse([]byte(js))
+		if err != nil {
+			return nil, fmt.Errorf("the weights' metadata spec: %w", err)
+		}
+		return sp, nil
+	}
+	if name, ok := meta["model"]; ok {
+		return loadModelSpec(name)
+	}
+	return nil, errors.New("--model is required: the weights' metadata names no model")
+}
+
+// exportClasses returns the class names from --classes or --classes-from (at most one),
+// else from the weights' metadata "classes" (a JSON list).
+func exportClasses(list, from string, meta map[string]string) ([]string, error) {
 	switch {
 	case list != "" && from != "":
 		return nil, errors.New("give --classes or --classes-from, not both")
@@ -100,7 +133,14 @@ func exportClasses(list, from string) ([]string, error) {
 		}
 		return fo.Classes, nil
 	}
-	return nil, errors.New("the class names are required: --classes a,b,c or --classes-from DATASET_DIR")
+	if js, ok := meta["classes"]; ok {
+		var cs []string
+		if err := json.Unmarshal([]byte(js), &cs); err != nil {
+			return nil, fmt.Errorf("the weights' metadata classes: %w", err)
+		}
+		return cs, nil
+	}
+	return nil, errors.New("the class names are required: --classes a,b,c or --classes-from DATASET_DIR (the weights' metadata has none)")
 }
 
 // writeFileAtomic writes b to path through a temporary file in the same directory, so a

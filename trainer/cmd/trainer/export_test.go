@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -173,4 +174,67 @@ func contains(ss []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestExportFromWeightsMetadata: weights written by `trainer train` carry model, spec,
+// classes and size, so --weights and -o are enough.
+func TestExportFromWeightsMetadata(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, m := exportFixture(t, dir, 3, 96)
+	sp := m.Resolved().Spec
+	cases := []struct {
+		name string
+		meta map[string]string
+		args []string
+		want string // error, or "" for success
+	}{
+		{"spec in metadata", map[string]string{"spec": string(sp.JSON()), "classes": `["a","b","c"]`, "size": "96"}, nil, ""},
+		{"model name in metadata", map[string]string{"model": "tcnn-small", "classes": `["a","b","c"]`, "size": "96"}, nil, ""},
+		{"flags override metadata", map[string]string{"model": "tcnn3", "classes": `["x"]`, "size": "300"},
+			[]string{"--model", "tcnn-small", "--classes", "a,b,c", "--size", "96"}, ""},
+		{"no model anywhere", map[string]string{"classes": `["a","b","c"]`, "size": "96"}, nil, "--model is required"},
+		{"no classes anywhere", map[string]string{"model": "tcnn-small", "size": "96"}, nil, "class names are required"},
+		{"bad classes metadata", map[string]string{"model": "tcnn-small", "classes": "a,b,c", "size": "96"}, nil, "metadata classes"},
+		{"bad spec metadata", map[string]string{"spec": `{"name":"x"}`, "classes": `["a","b","c"]`}, nil, "metadata spec"},
+		{"size metadata missing, 256 assumed", map[string]string{"model": "tcnn-small", "classes": `["a","b","c"]`}, nil, ""},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := filepath.Join(dir, strconv.Itoa(i)+".safetensors")
+			if err := safetensors.WriteFile(w, m.Params(), safetensors.F32, tc.meta); err != nil {
+				t.Fatal(err)
+			}
+			out := filepath.Join(dir, strconv.Itoa(i)+".onnx")
+			err := runExport(context.Background(), append([]string{"--weights", w, "-o", out}, tc.args...))
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("error %v, want one mentioning %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := onnx.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs, _ := got.Classes()
+			// The weights are 96 px weights, but conv weights do not depend on the size, so
+			// an export at 256 px (no size metadata) is valid too.
+			wantSize := "96"
+			if tc.meta["size"] == "" {
+				wantSize = "256"
+			}
+			if strings.Join(cs, ",") != "a,b,c" || got.Metadata[onnx.MetaFragmentSize] != wantSize || got.Metadata[onnx.MetaModel] != "tcnn-small" {
+				t.Errorf("exported classes %v, metadata %v", cs, got.Metadata)
+			}
+		})
+	}
 }
