@@ -52,6 +52,7 @@ func TestAddInto(t *testing.T) {
 				for i, j := 0, len(dst)-1; i < j; i, j = i+1, j-1 {
 					dst[i], dst[j] = dst[j], dst[i]
 				}
+				var err error
 				if c.alpha == 1 {
 					err = AddInto(dst, c.b, Options{Expect: r.Params, RequireFinite: true})
 				} else {
