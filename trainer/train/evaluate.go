@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/texgrid/texgrid/trainer/metrics"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/tensor"
 )
@@ -89,4 +90,14 @@ func Evaluate(ctx context.Context, m *nn.Model, src Source, classes []string, th
 	}
 	e.Loss /= float64(total)
 	return e, nil
+}
+
+// Report scores the predictions: accuracy, per-class precision, recall and F1,
+// macro-F1 and the confusion matrix.
+func (e *Evaluation) Report() (*metrics.Report, error) {
+	c, err := metrics.FromProbs(e.Probs.Data, len(e.Classes), e.Labels)
+	if err != nil {
+		return nil, fmt.Errorf("train: evaluation report: %w", err)
+	}
+	return c.Report(e.Classes)
 }

@@ -24,6 +24,14 @@ type Source interface {
 	Sample(i int, dst []float32) (label int, err error)
 }
 
+// EpochSource is a Source whose samples change from epoch to epoch, such as fresh
+// random fragments each epoch. A Run calls SetEpoch before the first sample of every
+// epoch (also after Resume); Len must stay the same.
+type EpochSource interface {
+	Source
+	SetEpoch(epoch int) error
+}
+
 // Config sets the optimiser and schedule. SGD follows PyTorch: v = Momentum*v +
 // (g + WeightDecay*w); w -= LR*v, weight decay on every parameter.
 type Config struct {
@@ -83,6 +91,7 @@ type Run struct {
 	batch     int
 	velocity  [][]float32 // momentum buffers, spec order
 	labels    []int
+	srcEpoch  int // the epoch an EpochSource was last set to, -1 before the first
 }
 
 // trainStream is the second PCG word of the run's generator ("trainrun").
@@ -104,7 +113,7 @@ func NewRun(m *nn.Model, src Source, cfg Config) (*Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
 	}
-	r := &Run{m: m, src: src, cfg: cfg, ws: ws, rng: rand.NewPCG(cfg.Seed, trainStream)}
+	r := &Run{m: m, src: src, cfg: cfg, ws: ws, rng: rand.NewPCG(cfg.Seed, trainStream), srcEpoch: -1}
 	r.rnd = rand.New(r.rng)
 	r.perm = make([]int, src.Len())
 	r.labels = make([]int, cfg.BatchSize)
@@ -153,6 +162,15 @@ func (r *Run) Step(ctx context.Context) (StepInfo, error) {
 	}
 	if r.Done() {
 		return StepInfo{Epoch: r.epoch, Done: true}, nil
+	}
+	if es, ok := r.src.(EpochSource); ok && r.srcEpoch != r.epoch {
+		if err := es.SetEpoch(r.epoch); err != nil {
+			return StepInfo{}, fmt.Errorf("train: epoch %d: %w", r.epoch, err)
+		}
+		if es.Len() != len(r.perm) {
+			return StepInfo{}, fmt.Errorf("train: epoch %d: the source has %d samples, it had %d", r.epoch, es.Len(), len(r.perm))
+		}
+		r.srcEpoch = r.epoch
 	}
 	if !r.permReady {
 		r.shuffle()

@@ -133,6 +133,13 @@ func TestLearnsTextures(t *testing.T) {
 	if after.Accuracy() < 0.9 || after.Accuracy() <= before.Accuracy() {
 		t.Errorf("test accuracy %.2f before, %.2f after; want >= 0.9 and a rise", before.Accuracy(), after.Accuracy())
 	}
+	rep, err := after.Report()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Accuracy != after.Accuracy() || rep.Samples != 100 || len(rep.F1) != 2 {
+		t.Errorf("report %+v disagrees with accuracy %g", rep, after.Accuracy())
+	}
 	if after.Loss >= before.Loss {
 		t.Errorf("test loss %.3f before, %.3f after", before.Loss, after.Loss)
 	}
@@ -316,4 +323,47 @@ func TestEvaluateErrors(t *testing.T) {
 	if _, err := Evaluate(context.Background(), m, &textures{n: 10, fail: -1}, []string{"a", "b"}, 1, 0); err == nil {
 		t.Error("batch 0 accepted")
 	}
+}
+
+// epochTextures shifts the texture seed every epoch and records the calls.
+type epochTextures struct {
+	textures
+	calls []int
+}
+
+func (s *epochTextures) SetEpoch(e int) error {
+	s.calls = append(s.calls, e)
+	s.seed = 100 + uint64(e)
+	return nil
+}
+
+func TestEpochSource(t *testing.T) {
+	t.Parallel()
+	full := &epochTextures{textures: textures{n: 40, fail: -1}}
+	m := newModel(t, 3)
+	r, _ := NewRun(m, full, baseCfg)
+	runAll(t, r)
+	if len(full.calls) != baseCfg.Epochs || full.calls[0] != 0 || full.calls[3] != 3 {
+		t.Fatalf("SetEpoch calls %v, want 0..%d", full.calls, baseCfg.Epochs-1)
+	}
+	want := weights(m)
+
+	part := &epochTextures{textures: textures{n: 40, fail: -1}}
+	m2 := newModel(t, 3)
+	r2, _ := NewRun(m2, part, baseCfg)
+	for k := 0; k < 4; k++ { // into the second epoch of 3 batches
+		r2.Step(context.Background())
+	}
+	state, _ := r2.Checkpoint()
+	resumed := &epochTextures{textures: textures{n: 40, fail: -1}}
+	m3 := newModel(t, 3)
+	r3, err := Resume(m3, resumed, baseCfg, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, r3)
+	if resumed.calls[0] != 1 {
+		t.Fatalf("resumed run set epoch %v first, want 1", resumed.calls)
+	}
+	sameWeights(t, "resumed epoch-source run", want, weights(m3))
 }

@@ -63,17 +63,31 @@ func runBench(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	sp, err := loadModelSpec(*model)
+	res, err := benchmark(ctx, *model, *batch, *threads, *size, *classes, *seconds)
 	if err != nil {
 		return err
 	}
-	r, err := sp.Resolve(*classes, *size)
+	b, _ := json.Marshal(res)
+	fmt.Fprintln(os.Stdout, string(b))
+	return nil
+}
+
+// benchmark trains on random data for half of seconds, then infers for the other half.
+func benchmark(ctx context.Context, model string, batch, threads, size, classes int, seconds float64) (*benchResult, error) {
+	if batch < 1 || threads < 1 || !(seconds > 0) {
+		return nil, fmt.Errorf("bench: batch %d, threads %d and seconds %g must be positive", batch, threads, seconds)
+	}
+	sp, err := loadModelSpec(model)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	r, err := sp.Resolve(classes, size)
+	if err != nil {
+		return nil, err
 	}
 	m, err := nn.New(r, 1)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	per := r.In[0].Size()
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -81,58 +95,56 @@ func runBench(ctx context.Context, args []string) error {
 	for i := range src.x {
 		src.x[i] = rng.Float32() - 0.5
 	}
-	for i := 0; i < 1<<20 / *batch * *batch; i++ {
-		src.labels = append(src.labels, rng.IntN(*classes))
+	for i := 0; i < max(1<<16/batch, 2)*batch; i++ {
+		src.labels = append(src.labels, rng.IntN(classes))
 	}
-	cfg := train.Config{Epochs: 1, BatchSize: *batch, LR: 0.001, Momentum: 0.9, WeightDecay: 5e-4, Seed: 1, Threads: *threads}
+	cfg := train.Config{Epochs: 1000, BatchSize: batch, LR: 0.001, Momentum: 0.9, WeightDecay: 5e-4, Seed: 1, Threads: threads}
 	run, err := train.NewRun(m, src, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	half := time.Duration(*seconds / 2 * float64(time.Second))
+	half := time.Duration(seconds / 2 * float64(time.Second))
 	// One warm-up step allocates the training buffers and faults in the pages.
 	if _, err := run.Step(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	samples, start := 0, time.Now()
 	for time.Since(start) < half || samples == 0 {
 		info, err := run.Step(ctx)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		samples += info.Samples
 	}
 	trainRate := float64(samples) / time.Since(start).Seconds()
 
-	ws, err := nn.NewWorkspace(m, *batch, *threads)
+	ws, err := nn.NewWorkspace(m, batch, threads)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	in := ws.Input(*batch)
-	for k := 0; k < *batch; k++ {
+	in := ws.Input(batch)
+	for k := 0; k < batch; k++ {
 		src.Sample(k, in[k*per:(k+1)*per])
 	}
-	ws.Forward(*batch, false, 0)
+	ws.Forward(batch, false, 0)
 	samples, start = 0, time.Now()
 	for time.Since(start) < half || samples == 0 {
 		if err := ctx.Err(); err != nil {
-			return err
+			return nil, err
 		}
-		ws.Forward(*batch, false, 0)
-		samples += *batch
+		ws.Forward(batch, false, 0)
+		samples += batch
 	}
 	inferRate := float64(samples) / time.Since(start).Seconds()
 
 	gf := float64(r.FLOPs) / 1e9
 	res := benchResult{
-		Engine: "go", BLAS: gemm.Backend(), Model: sp.Name, Batch: *batch, Threads: *threads, Size: *size, Classes: *classes,
+		Engine: "go", BLAS: gemm.Backend(), Model: sp.Name, Batch: batch, Threads: threads, Size: size, Classes: classes,
 		TrainSamplesPerS: round(trainRate, 1), InferSamplesPerS: round(inferRate, 1),
 		GFLOPs: round(3*gf*trainRate, 1), InferGFLOPs: round(gf*inferRate, 1), ForwardGFLOPPerSample: round(gf, 4),
 		PeakRSSMB: round(peakRSSMB(), 1),
 	}
-	b, _ := json.Marshal(res)
-	fmt.Fprintln(os.Stdout, string(b))
-	return nil
+	return &res, nil
 }
 
 func round(x float64, digits int) float64 {
