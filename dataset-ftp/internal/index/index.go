@@ -13,9 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	_ "image/gif" // decoders the indexer accepts
-	_ "image/jpeg"
-	_ "image/png"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -27,21 +24,14 @@ import (
 	"sync"
 	"time"
 
-	_ "golang.org/x/image/bmp"
-	_ "golang.org/x/image/tiff"
-
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/trainer/data"
 )
 
-// DefaultMaxPixels bounds width*height of an image the indexer decodes.
-const DefaultMaxPixels = 1 << 28
-
 // Options tune indexing.
 type Options struct {
 	TestFraction  float64 // share of images in the test split; pass data.DefaultTestFraction for the default
-	MaxImageBytes int64   // larger files are quarantined; 0 = no limit
-	MaxPixels     int64   // images with more pixels are quarantined; 0 = DefaultMaxPixels
+	MaxImageBytes int64   // larger files are quarantined; 0 = no limit (data.MaxFileBytes still applies)
 	// Rehash decodes and hashes every file. Without it, a file whose size matches the
 	// previous manifest and that was last modified before that manifest was created
 	// keeps its recorded hash and dimensions.
@@ -58,7 +48,6 @@ var ErrBadDataset = errors.New("bad dataset name")
 const (
 	ReasonEmpty     = "empty file"
 	ReasonTooLarge  = "larger than the size limit"
-	ReasonTooMany   = "too many pixels"
 	ReasonNotImage  = "not an image"
 	ReasonTruncated = "truncated image"
 	ReasonCorrupt   = "corrupt image"
@@ -245,7 +234,7 @@ func examine(r *os.Root, c candidate, old *manifest.Manifest, opt Options) resul
 	if err != nil {
 		return result{reason: fmt.Sprintf("%s: %v", ReasonNotFile, err)}
 	}
-	w, h, reason := decodeAll(b, opt.MaxPixels)
+	w, h, reason := decodeAll(b)
 	if reason != "" {
 		return result{reason: reason}
 	}
@@ -254,38 +243,31 @@ func examine(r *os.Root, c candidate, old *manifest.Manifest, opt Options) resul
 		Width: w, Height: h, Split: split}}
 }
 
-// decodeAll decodes the whole image (a file counts as corrupt unless it fully decodes)
-// and returns its dimensions, or a quarantine reason.
-func decodeAll(b []byte, maxPixels int64) (w, h int, reason string) {
-	if maxPixels <= 0 {
-		maxPixels = DefaultMaxPixels
-	}
-	cfg, format, err := image.DecodeConfig(bytes.NewReader(b))
+// decodeAll decodes the whole image with trainer/data, the decoder every volunteer uses
+// (a file counts as corrupt unless it fully decodes), and returns its dimensions or a
+// quarantine reason.
+func decodeAll(b []byte) (w, h int, reason string) {
+	g, err := data.DecodeGray(bytes.NewReader(b))
 	if err != nil {
 		return 0, 0, decodeReason(err)
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 {
-		return 0, 0, fmt.Sprintf("%s: %s of %dx%d pixels", ReasonCorrupt, format, cfg.Width, cfg.Height)
-	}
-	if int64(cfg.Width)*int64(cfg.Height) > maxPixels {
-		return 0, 0, fmt.Sprintf("%s (%dx%d > %d)", ReasonTooMany, cfg.Width, cfg.Height, maxPixels)
-	}
-	img, _, err := image.Decode(bytes.NewReader(b))
-	if err != nil {
-		return 0, 0, decodeReason(err)
-	}
-	bd := img.Bounds()
-	return bd.Dx(), bd.Dy(), ""
+	return g.W, g.H, ""
 }
 
 func decodeReason(err error) string {
+	msg := err.Error()
 	switch {
-	case errors.Is(err, image.ErrFormat):
+	case errors.Is(err, data.ErrEmptyImage):
+		return ReasonEmpty + ": " + msg
+	case errors.Is(err, data.ErrImageTooLarge):
+		return ReasonTooLarge + ": " + msg
+	case strings.Contains(msg, image.ErrFormat.Error()):
 		return ReasonNotImage + " (unknown format)"
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF), strings.Contains(err.Error(), "not enough pixel data"):
-		return ReasonTruncated + ": " + err.Error()
+	case errors.Is(err, io.ErrUnexpectedEOF), strings.Contains(msg, io.ErrUnexpectedEOF.Error()),
+		strings.Contains(msg, "not enough pixel data"), strings.HasSuffix(strings.TrimSuffix(msg, ": "+data.ErrFormat.Error()), ": EOF"):
+		return ReasonTruncated + ": " + msg
 	default:
-		return ReasonCorrupt + ": " + err.Error()
+		return ReasonCorrupt + ": " + msg
 	}
 }
 
