@@ -84,13 +84,17 @@ func (ws *Workspace) ensureTraining() {
 		w.dcols = make([]float32, len(w.cols))
 		w.dA = make([]float32, act)
 		w.dB = make([]float32, act)
-		w.grads = make([][]float32, len(m.params))
+	}
+	ws.chunkGrads = make([][][]float32, min(ws.batch, maxChunks))
+	for c := range ws.chunkGrads {
+		g := make([][]float32, len(m.params))
 		for i, l := range m.layers {
 			if i < m.energy && l.Type == spec.Conv {
-				w.grads[l.w] = make([]float32, m.params[l.w].T.Len())
-				w.grads[l.b] = make([]float32, m.params[l.b].T.Len())
+				g[l.w] = make([]float32, m.params[l.w].T.Len())
+				g[l.b] = make([]float32, m.params[l.b].T.Len())
 			}
 		}
+		ws.chunkGrads[c] = g
 	}
 }
 
@@ -164,18 +168,18 @@ func (ws *Workspace) TrainBatch(n int, labels []int, seed uint64) (loss float64,
 	}
 	dE := ws.dHead[cur]
 	es := m.layers[m.energy].out.Size()
-	t := min(ws.threads, n)
-	parallel(t, func(w int) {
-		wk := ws.workers[w]
-		for _, g := range wk.grads {
-			clear(g)
+	chunks := min(n, maxChunks)
+	dynamic(ws.threads, chunks, func(w, c int) {
+		g := ws.chunkGrads[c]
+		for _, p := range g {
+			clear(p)
 		}
-		lo, hi := split(n, t, w)
+		lo, hi := split(n, chunks, c)
 		for s := lo; s < hi; s++ {
-			ws.trunkBackward(wk, s, dE[s*es:(s+1)*es], firstConv)
+			ws.trunkBackward(ws.workers[w], g, s, dE[s*es:(s+1)*es], firstConv)
 		}
 	})
-	ws.reduce(t)
+	ws.reduce(chunks)
 	return loss, correct, nil
 }
 
@@ -190,8 +194,9 @@ func hasDenseBelow(m *Model, i int) bool {
 }
 
 // trunkBackward back-propagates sample s from the energy output down to layer stop
-// (the first conv), adding parameter gradients into the worker's sums.
-func (ws *Workspace) trunkBackward(w *worker, s int, dE []float32, stop int) {
+// (the first conv), adding parameter gradients into grads (its chunk's sums) and
+// using w's scratch buffers.
+func (ws *Workspace) trunkBackward(w *worker, grads [][]float32, s int, dE []float32, stop int) {
 	m := ws.m
 	dy := dE
 	bufs := [2][]float32{w.dA, w.dB}
@@ -218,31 +223,28 @@ func (ws *Workspace) trunkBackward(w *worker, s int, dE []float32, stop int) {
 			if i == stop {
 				dx = nil
 			}
-			convBackward(l, m.params[l.w].T.Data, x, dy, w.grads[l.w], w.grads[l.b], dx, w.cols, w.dcols, w.planes)
+			convBackward(l, m.params[l.w].T.Data, x, dy, grads[l.w], grads[l.b], dx, w.cols, w.dcols, w.planes)
 		}
 		dy = dx
 		next = 1 - next
 	}
 }
 
-// reduce sums the first t workers' trunk gradients, in worker order, into ws.grads.
-// The elements are split across goroutines; each element's sum order is fixed.
-func (ws *Workspace) reduce(t int) {
+// reduce sums the first chunks partial gradients, in chunk order, into ws.grads. The
+// elements are split across goroutines; each element's sum order is fixed.
+func (ws *Workspace) reduce(chunks int) {
 	for pi, g := range ws.grads {
-		if ws.workers[0].grads[pi] == nil {
+		if ws.chunkGrads[0][pi] == nil {
 			continue
 		}
 		dst := g.T.Data
-		parallel(min(ws.threads, max(1, len(dst)/4096)), func(part int) {
-			parts := min(ws.threads, max(1, len(dst)/4096))
+		parts := min(ws.threads, max(1, len(dst)/4096))
+		parallel(parts, func(part int) {
 			lo, hi := split(len(dst), parts, part)
-			copy(dst[lo:hi], ws.workers[0].grads[pi][lo:hi])
-			for w := 1; w < t; w++ {
-				src := ws.workers[w].grads[pi][lo:hi]
-				d := dst[lo:hi]
-				for j, v := range src {
-					d[j] += v
-				}
+			d := dst[lo:hi]
+			copy(d, ws.chunkGrads[0][pi][lo:hi])
+			for c := 1; c < chunks; c++ {
+				addTo(d, ws.chunkGrads[c][pi][lo:hi])
 			}
 		})
 	}

@@ -300,11 +300,16 @@ func TestDeterminism(t *testing.T) {
 			}
 		}
 	}
-	c := run(1)
-	for i := range a {
-		for j := range a[i].T.Data {
-			if d := math.Abs(float64(a[i].T.Data[j] - c[i].T.Data[j])); d > 1e-5*(1+math.Abs(float64(c[i].T.Data[j]))) {
-				t.Fatalf("%s[%d]: 2 threads %g, 1 thread %g", a[i].Name, j, a[i].T.Data[j], c[i].T.Data[j])
+	// The trunk's partial sums belong to fixed chunks of the batch, not to threads,
+	// and this model's dense layers are too small to be split, so here even the thread
+	// count does not change a bit.
+	for _, threads := range []int{1, 3, 8} {
+		c := run(threads)
+		for i := range a {
+			for j := range a[i].T.Data {
+				if math.Float32bits(a[i].T.Data[j]) != math.Float32bits(c[i].T.Data[j]) {
+					t.Fatalf("%s[%d]: 2 threads %g, %d threads %g", a[i].Name, j, a[i].T.Data[j], threads, c[i].T.Data[j])
+				}
 			}
 		}
 	}

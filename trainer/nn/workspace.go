@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/texgrid/texgrid/trainer/gemm"
 	"github.com/texgrid/texgrid/trainer/spec"
@@ -30,16 +31,23 @@ type Workspace struct {
 	dHead   [2][]float32   // ping-pong gradients for the batched head layers
 	probs   []float32      // batch x classes
 	workers []*worker
+	// chunkGrads[c][p] sums trunk parameter p's gradient over the samples of chunk c
+	// (nil for head parameters). Chunks, not workers, own the partial sums, so the
+	// summation order does not depend on which goroutine ran which chunk.
+	chunkGrads [][][]float32
 }
+
+// maxChunks bounds how many partial gradient sums the trunk keeps: enough pieces for
+// load balancing across a few threads, few enough to keep the memory small.
+const maxChunks = 8
 
 // worker is one goroutine's scratch space for the per-sample trunk.
 type worker struct {
-	cols   []float32   // im2col of one sample for the largest conv
-	planes []float32   // phase planes of one conv input
-	dcols  []float32   // gradient of cols
-	dA     []float32   // per-sample activation gradients, ping-pong
-	dB     []float32   //
-	grads  [][]float32 // trunk parameter gradients summed over this worker's samples
+	cols   []float32 // im2col of one sample for the largest conv
+	planes []float32 // phase planes of one conv input
+	dcols  []float32 // gradient of cols
+	dA     []float32 // per-sample activation gradients, ping-pong
+	dB     []float32 //
 }
 
 // NewWorkspace allocates the inference buffers for batches of up to batch samples run
@@ -114,9 +122,24 @@ func (ws *Workspace) input(i int) []float32 {
 	return ws.acts[i-1]
 }
 
-// split returns worker w's contiguous block of n samples. Fixed blocks keep the
-// gradient summation order independent of scheduling.
-func split(n, workers, w int) (lo, hi int) { return w * n / workers, (w + 1) * n / workers }
+// split returns part w of n items cut into parts contiguous blocks.
+func split(n, parts, w int) (lo, hi int) { return w * n / parts, (w + 1) * n / parts }
+
+// dynamic runs f(worker, item) for every item in [0, n) on up to workers goroutines,
+// each taking the next item as soon as it is free, and waits for all of them. It is
+// only used where the result does not depend on which worker runs which item.
+func dynamic(workers, n int, f func(w, item int)) {
+	var next atomic.Int64
+	parallel(min(workers, n), func(w int) {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
+			f(w, i)
+		}
+	})
+}
 
 // parallel runs f(w) for w in [0, workers) and waits for all of them.
 func parallel(workers int, f func(w int)) {
@@ -144,13 +167,7 @@ func (ws *Workspace) Forward(n int, train bool, seed uint64) []float32 {
 		panic(fmt.Sprintf("nn: forward: batch %d outside [1, %d]", n, ws.batch))
 	}
 	ws.gemmSetup()
-	t := min(ws.threads, n)
-	parallel(t, func(w int) {
-		lo, hi := split(n, t, w)
-		for s := lo; s < hi; s++ {
-			ws.trunkForward(ws.workers[w], s, train, seed)
-		}
-	})
+	dynamic(ws.threads, n, func(w, s int) { ws.trunkForward(ws.workers[w], s, train, seed) })
 	for i := ws.m.energy + 1; i < len(ws.m.layers); i++ {
 		ws.headForward(i, n, train, seed)
 	}
