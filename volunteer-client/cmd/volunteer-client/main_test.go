@@ -1,0 +1,326 @@
+package main_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/texgrid/texgrid/configs"
+	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/nn"
+	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/spec"
+	"github.com/texgrid/texgrid/volunteer-client/internal/checkpoint"
+	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
+	"github.com/texgrid/texgrid/volunteer-client/internal/testgrid"
+	"github.com/texgrid/texgrid/volunteer-client/localapi"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testgrid.Cleanup()
+	os.Exit(code)
+}
+
+func client(t *testing.T) string { return testgrid.Binary(t, "volunteer-client/cmd/volunteer-client") }
+
+// vc runs a short volunteer-client command and returns its combined output.
+func vc(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(client(t), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("volunteer-client %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// ftpDataset starts a real dataset-ftp server with a kth-tips-grey subset uploaded.
+func ftpDataset(t *testing.T) (*testgrid.FTP, *manifest.Manifest) {
+	t.Helper()
+	src := testgrid.SharedData(t, "kth-tips-grey")
+	ftp := testgrid.StartFTP(t)
+	m := ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
+	return ftp, m
+}
+
+// workUnit builds a work unit over the FTP dataset and stores its base model on srv.
+func workUnit(t *testing.T, srv *fakeserver.Server, ftp *testgrid.FTP, m *manifest.Manifest, id int64, fragments int) *protocol.WorkUnit {
+	t.Helper()
+	b, err := configs.Model("tcnn-small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := spec.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.Resolve(len(m.Classes), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := nn.New(r, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := safetensors.Marshal(model.Params(), safetensors.F32, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &protocol.WorkUnit{
+		ID: id, CampaignID: 1, Round: 0, BaseModel: srv.AddBlob(base), ModelSpec: s.JSON(), Classes: m.Classes,
+		Dataset:      protocol.DatasetRef{Name: m.Dataset, ManifestVersion: m.Version, FTPAddr: ftp.Addr, FTPUser: "anonymous", FTPPassword: "volunteer@"},
+		FragmentSize: 64, FragmentCount: fragments, Seed: 4242,
+		Hyper:      protocol.Hyper{Epochs: 1, BatchSize: 8, LearningRate: 0.01, Momentum: 0.9, WeightDecay: 1e-4},
+		DeltaDType: "float16", Deadline: time.Now().Add(time.Hour),
+	}
+}
+
+func startFake(t *testing.T) *fakeserver.Server {
+	t.Helper()
+	srv, err := fakeserver.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// attach makes a fresh state directory attached to url.
+func attach(t *testing.T, url, key string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "state")
+	out := vc(t, "attach", "--server", url, "--account-key", key, "--state-dir", dir, "--bench", "100ms")
+	if !strings.Contains(out, "attached to") {
+		t.Fatalf("attach said %q", out)
+	}
+	return dir
+}
+
+func run(t *testing.T, dir string, extra ...string) *testgrid.Proc {
+	t.Helper()
+	args := append([]string{"run", "--state-dir", dir, "--headless", "--log-level", "debug", "--max-threads", "1",
+		"--checkpoint-seconds", "1", "--heartbeat-seconds", "1", "--retry-base", "50ms", "--max-retry-delay", "1"}, extra...)
+	return testgrid.Start(t, t.TempDir(), client(t), args...)
+}
+
+// waitCheckpoint waits until the client's work unit has a checkpoint at a progress
+// strictly between 0 and 1, and returns that progress.
+func waitCheckpoint(t *testing.T, dir string, id int64, p *testgrid.Proc) float64 {
+	t.Helper()
+	work, err := checkpoint.Open(filepath.Join(dir, "work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
+		if meta, _, err := work.LoadState(id); err == nil && meta != nil && meta.Progress > 0 {
+			if meta.Progress >= 1 {
+				t.Fatalf("the work unit finished before it could be killed (progress %g); make it larger", meta.Progress)
+			}
+			return meta.Progress
+		}
+		if p.Exited() {
+			t.Fatalf("client exited before its first checkpoint:\n%s", p.LogText())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no checkpoint within 3 minutes:\n%s", p.LogText())
+	return 0
+}
+
+// TestKill9ResumesBitExact: the real client binary trains a work unit over a real
+// dataset-ftp server, is killed with SIGKILL after a checkpoint, and restarted; it
+// finishes from the checkpoint and uploads exactly the bytes an uninterrupted client
+// uploads for the same work unit (same thread count).
+func TestKill9ResumesBitExact(t *testing.T) {
+	ftp, m := ftpDataset(t)
+
+	// Reference: an uninterrupted client on its own fake server.
+	ref := startFake(t)
+	wuRef := workUnit(t, ref, ftp, m, 77, 1500)
+	ref.QueueWork(wuRef)
+	refDir := attach(t, ref.URL(), fakeserver.AccountKey)
+	p := run(t, refDir, "--exit-after", "1")
+	if err := p.Wait(5 * time.Minute); err != nil {
+		t.Fatalf("reference client: %v\n%s", err, p.LogText())
+	}
+	refUps := ref.UploadsOf(77)
+	if len(refUps) != 1 || refUps[0].Outcome != protocol.OutcomeAccepted {
+		t.Fatalf("reference uploads %+v", refUps)
+	}
+
+	srv := startFake(t)
+	wu := workUnit(t, srv, ftp, m, 77, 1500)
+	srv.QueueWork(wu)
+	dir := attach(t, srv.URL(), fakeserver.AccountKey)
+	p1 := run(t, dir, "--exit-after", "1")
+	prog := waitCheckpoint(t, dir, wu.ID, p1)
+	p1.Kill()
+	if ups := srv.UploadsOf(wu.ID); len(ups) != 0 {
+		t.Fatalf("uploaded before the kill: %d", len(ups))
+	}
+	t.Logf("killed with SIGKILL after a checkpoint at %.0f%% of the work unit", 100*prog)
+
+	p2 := run(t, dir, "--exit-after", "1")
+	if err := p2.Wait(5 * time.Minute); err != nil {
+		t.Fatalf("restarted client: %v\n%s", err, p2.LogText())
+	}
+	if !strings.Contains(p2.LogText(), "resumed from checkpoint") {
+		t.Errorf("the restarted client did not resume from the checkpoint:\n%s", p2.LogText())
+	}
+	ups := srv.UploadsOf(wu.ID)
+	if len(ups) != 1 || ups[0].Outcome != protocol.OutcomeAccepted {
+		t.Fatalf("uploads after the restart: %+v", ups)
+	}
+	if !bytes.Equal(ups[0].Body, refUps[0].Body) {
+		t.Fatalf("the resumed delta (%d bytes, sha %.12s) differs from the uninterrupted one (%d bytes, sha %.12s)",
+			len(ups[0].Body), ups[0].SHA256, len(refUps[0].Body), refUps[0].SHA256)
+	}
+	if ups[0].Samples != refUps[0].Samples || ups[0].Loss != refUps[0].Loss {
+		t.Errorf("samples/loss %d/%g after resume, %d/%g uninterrupted", ups[0].Samples, ups[0].Loss, refUps[0].Samples, refUps[0].Loss)
+	}
+	t.Logf("resumed delta equals the uninterrupted one bit for bit: %d bytes, sha256 %s", len(ups[0].Body), ups[0].SHA256)
+}
+
+// TestSIGTERMCheckpointsAndExits: SIGTERM during training writes a checkpoint and
+// exits 0; the local API files are removed.
+func TestSIGTERMCheckpointsAndExits(t *testing.T) {
+	ftp, m := ftpDataset(t)
+	srv := startFake(t)
+	wu := workUnit(t, srv, ftp, m, 5, 2000)
+	srv.QueueWork(wu)
+	dir := attach(t, srv.URL(), fakeserver.AccountKey)
+	p := run(t, dir, "--checkpoint-seconds", "3600")
+	p.WaitLog(t, "work unit prepared", 2*time.Minute)
+	time.Sleep(500 * time.Millisecond)
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.Wait(time.Minute); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.LogText())
+	}
+	if !strings.Contains(p.LogText(), "checkpointed on shutdown") {
+		t.Errorf("no shutdown checkpoint in the log:\n%s", p.LogText())
+	}
+	work, _ := checkpoint.Open(filepath.Join(dir, "work"))
+	meta, _, err := work.LoadState(wu.ID)
+	if err != nil || meta == nil || meta.Progress <= 0 {
+		t.Errorf("checkpoint after SIGTERM: %+v, %v", meta, err)
+	}
+	for _, f := range []string{localapi.AddrFile, localapi.TokenFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); !os.IsNotExist(err) {
+			t.Errorf("%s left behind after exit", f)
+		}
+	}
+}
+
+// TestRealGrid runs two clients against the real project-server and dataset-ftp: a
+// one-round campaign of two work units with quorum 0.75 (both needed). One client is
+// killed with SIGKILL mid-work-unit and restarted; the status, pause and resume
+// commands drive the other through its local API; both results are accepted and the
+// round closes. Then both detach.
+func TestRealGrid(t *testing.T) {
+	src := testgrid.SharedData(t, "kth-tips-grey")
+	ftp := testgrid.StartFTP(t)
+	ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
+	ps := testgrid.StartProject(t, ftp)
+	out := ps.Campaign(t, "create", "--name", "vc-test", "--dataset", "kth3", "--model", "tcnn-small",
+		"--fragment-size", "64", "--fragments-min", "1200", "--fragments-max", "1200", "--epochs", "1", "--batch", "8",
+		"--quorum", "0.75", "--wus", "2", "--rounds", "1", "--seed", "11", "--start", "--json")
+	var c protocol.Campaign
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("campaign create printed %q: %v", out, err)
+	}
+
+	a := attach(t, ps.URL, ps.AccountKey)
+	b := attach(t, ps.URL, ps.AccountKey)
+	pa := run(t, a, "--exit-after", "1")
+	pb := run(t, b, "--exit-after", "1")
+
+	// Client b: status, pause, resume through the CLI and the local API.
+	pb.WaitLog(t, "work unit prepared", 2*time.Minute)
+	if st := vc(t, "status", "--state-dir", b); !strings.Contains(st, "work unit:") {
+		t.Errorf("status while working:\n%s", st)
+	}
+	vc(t, "pause", "--state-dir", b)
+	waitState(t, b, localapi.StatePaused)
+	vc(t, "resume", "--state-dir", b)
+
+	// Client a: kill -9 after a checkpoint, then restart.
+	var wuA int64
+	waitFor(t, "client a's work unit", func() bool {
+		d, _ := readDescriptor(a)
+		if d != nil {
+			wuA = d.WorkUnit.ID
+		}
+		return d != nil
+	})
+	waitCheckpoint(t, a, wuA, pa)
+	pa.Kill()
+	pa2 := run(t, a, "--exit-after", "1")
+
+	for name, p := range map[string]*testgrid.Proc{"a (restarted)": pa2, "b": pb} {
+		if err := p.Wait(5 * time.Minute); err != nil {
+			t.Fatalf("client %s: %v\n%s", name, err, p.LogText())
+		}
+		if !strings.Contains(p.LogText(), "result accepted") {
+			t.Errorf("client %s: no accepted result:\n%s", name, p.LogText())
+		}
+	}
+	if !strings.Contains(pa2.LogText(), "resumed from checkpoint") {
+		t.Errorf("client a did not resume:\n%s", pa2.LogText())
+	}
+	var rounds []protocol.RoundInfo
+	rout := ps.Campaign(t, "rounds", "--json", fmt.Sprint(c.ID))
+	if err := json.Unmarshal([]byte(rout), &rounds); err != nil {
+		t.Fatalf("campaign rounds printed %q: %v", rout, err)
+	}
+	if len(rounds) == 0 || rounds[0].Accepted != 2 || rounds[0].State != "closed" {
+		t.Errorf("round 0 after both results: %+v", rounds)
+	}
+	for _, d := range []string{a, b} {
+		if out := vc(t, "detach", "--state-dir", d); !strings.Contains(out, "detached") {
+			t.Errorf("detach: %s", out)
+		}
+		if _, err := os.Stat(filepath.Join(d, "host.token")); !os.IsNotExist(err) {
+			t.Errorf("token left after detach")
+		}
+	}
+}
+
+func readDescriptor(dir string) (*checkpoint.Descriptor, error) {
+	work, err := checkpoint.Open(filepath.Join(dir, "work"))
+	if err != nil {
+		return nil, err
+	}
+	return work.LoadDescriptor()
+}
+
+func waitState(t *testing.T, dir, want string) {
+	t.Helper()
+	waitFor(t, "state "+want, func() bool {
+		out, err := exec.Command(client(t), "status", "--state-dir", dir, "--json").Output()
+		if err != nil {
+			return false
+		}
+		var st localapi.Status
+		return json.Unmarshal(out, &st) == nil && st.State == want
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
