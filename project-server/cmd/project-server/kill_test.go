@@ -1,0 +1,404 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/project-server/internal/store"
+	"github.com/texgrid/texgrid/project-server/internal/weights"
+	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/spec"
+	"github.com/texgrid/texgrid/trainer/tensor"
+)
+
+// proc is the real project-server binary under test.
+type proc struct {
+	t       *testing.T
+	bin     string
+	args    []string
+	addr    string
+	cmd     *exec.Cmd
+	log     *os.File
+	started int
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.started++
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + p.addr + protocol.APIPrefix + "/status")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.t.Fatalf("server did not come up; see %s", p.log.Name())
+}
+
+func (p *proc) kill() {
+	p.cmd.Process.Kill() // SIGKILL
+	p.cmd.Wait()
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		p.kill()
+	}
+}
+
+func run(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v", bin, args, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func writeManifest(t *testing.T, root string) {
+	m := &manifest.Manifest{Dataset: "tex", TestFraction: 0.2, Created: time.Unix(0, 0).UTC()}
+	for _, cls := range []string{"a", "b"} {
+		for i := 0; i < 5; i++ {
+			name := fmt.Sprintf("%d.png", i)
+			sum := sha256.Sum256([]byte(cls + name))
+			m.Images = append(m.Images, manifest.Image{Path: cls + "/" + name, Class: cls, Size: 1,
+				SHA256: hex.EncodeToString(sum[:]), Width: 32, Height: 32, Split: data.SplitOf(cls, name, 0.2)})
+		}
+	}
+	m.Finish()
+	os.MkdirAll(filepath.Join(root, "tex"), 0o755)
+	if err := os.WriteFile(filepath.Join(root, "tex", manifest.FileName), m.Encode(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// hostClient drives one simulated volunteer; every call is retried until the server
+// gives a definite answer, so a kill between commit and reply shows up as a replay.
+type hostClient struct {
+	addr  string
+	token string
+	hc    *http.Client
+}
+
+var errDown = errors.New("server down")
+
+func (h *hostClient) call(method, path string, body []byte, hdr map[string]string, out any) (int, []byte, error) {
+	req, _ := http.NewRequest(method, "http://"+h.addr+path, bytes.NewReader(body))
+	req.Header.Set(protocol.HeaderVersion, strconv.Itoa(protocol.Version))
+	if h.token != "" {
+		req.Header.Set("Authorization", "Bearer "+h.token)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := h.hc.Do(req)
+	if err != nil {
+		return 0, nil, errDown
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, nil, errDown
+	}
+	if resp.StatusCode >= 500 {
+		return resp.StatusCode, b, errDown
+	}
+	if out != nil && resp.StatusCode < 300 {
+		if err := json.Unmarshal(b, out); err != nil {
+			return resp.StatusCode, b, err
+		}
+	}
+	return resp.StatusCode, b, nil
+}
+
+func (h *hostClient) retry(ctx context.Context, method, path string, body []byte, hdr map[string]string, out any) (int, []byte, error) {
+	for {
+		code, b, err := h.call(method, path, body, hdr, out)
+		if !errors.Is(err, errDown) {
+			return code, b, err
+		}
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func resolve(t *testing.T, wu *protocol.WorkUnit) []spec.Param {
+	sp, err := spec.Parse(wu.ModelSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sp.Resolve(len(wu.Classes), wu.FragmentSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Params
+}
+
+// deltaFor is the deterministic delta a host sends for a work unit.
+func deltaFor(ps []spec.Param, wuID int64) []tensor.Named {
+	rng := rand.New(rand.NewPCG(uint64(wuID), 99))
+	out := make([]tensor.Named, len(ps))
+	for i, p := range ps {
+		tt := tensor.New(p.Shape...)
+		for j := range tt.Data {
+			tt.Data[j] = float32(0.01 * rng.NormFloat64())
+		}
+		out[i] = tensor.Named{Name: p.Name, T: tt}
+	}
+	return out
+}
+
+// TestKill9 builds the real binary, drives a campaign with four simulated volunteers
+// over HTTP and SIGKILLs the server at random moments (at least 10 times), restarting it
+// each time. The campaign must finish; every result acknowledged as accepted must be
+// merged, exactly once, and nothing else: each global model must equal the previous one
+// plus the mean of exactly the deltas the database lists as accepted for that round.
+func TestKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the real binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "project-server")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	dataDir, dsRoot := filepath.Join(dir, "data"), filepath.Join(dir, "datasets")
+	writeManifest(t, dsRoot)
+	common := []string{"--data-dir", dataDir, "--models-dir", "testdata/models", "--dataset-dir", dsRoot}
+	researcher := run(t, bin, append([]string{"researcher", "add", "--name", "r"}, common...)...)
+	accountKey := run(t, bin, append([]string{"account", "add", "--name", "v"}, common...)...)
+	logf, err := os.Create(filepath.Join(dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	addr := freeAddr(t)
+	p := &proc{t: t, bin: bin, addr: addr, log: logf, args: append([]string{"serve", "--addr", addr, "--tick", "200ms"}, common...)}
+	p.start()
+	defer func() {
+		if p.cmd.ProcessState == nil {
+			p.kill()
+		}
+	}()
+
+	const rounds, wus = 60, 4
+	rc := &hostClient{addr: addr, token: researcher, hc: &http.Client{Timeout: 5 * time.Second}}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	cspec, _ := json.Marshal(protocol.CampaignSpec{Name: "kill", Dataset: "tex", Model: "tiny", FragmentSize: 16,
+		FragmentsMin: 10, FragmentsMax: 10, Quorum: 0.75, WorkUnitsPerRound: wus, Rounds: rounds, Seed: 42, Start: true})
+	var camp protocol.Campaign
+	if code, b, err := rc.retry(ctx, "POST", protocol.APIPrefix+"/campaigns", cspec, nil, &camp); err != nil || code != 201 {
+		t.Fatalf("create campaign: %d %s %v", code, b, err)
+	}
+
+	var (
+		mu       sync.Mutex
+		accepted = map[int64]int{} // work unit -> round, acknowledged accepted
+		late     = map[int64]bool{}
+		params   []spec.Param
+	)
+	var wg sync.WaitGroup
+	errc := make(chan error, wus)
+	for h := 0; h < wus; h++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc := &hostClient{addr: addr, hc: &http.Client{Timeout: 5 * time.Second}}
+			body, _ := json.Marshal(protocol.RegisterHostRequest{AccountKey: accountKey, Name: fmt.Sprint("h", h), GFLOPS: 1})
+			var reg protocol.RegisterHostResponse
+			if code, b, err := hc.retry(ctx, "POST", protocol.APIPrefix+"/hosts", body, nil, &reg); err != nil || code != 201 {
+				errc <- fmt.Errorf("register: %d %s %v", code, b, err)
+				return
+			}
+			hc.token = reg.Token
+			for ctx.Err() == nil {
+				var wr protocol.WorkResponse
+				code, b, err := hc.retry(ctx, "POST", protocol.APIPrefix+"/work", []byte(`{"threads":1}`), nil, &wr)
+				if err != nil || code != 200 {
+					errc <- fmt.Errorf("work: %d %s %v", code, b, err)
+					return
+				}
+				if wr.WorkUnit == nil {
+					var c protocol.Campaign
+					rc.retry(ctx, "GET", fmt.Sprintf("%s/campaigns/%d", protocol.APIPrefix, camp.ID), nil, nil, &c)
+					if c.State == protocol.StateDone {
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				wu := wr.WorkUnit
+				mu.Lock()
+				if params == nil {
+					params = resolve(t, wu)
+				}
+				ps := params
+				mu.Unlock()
+				time.Sleep(time.Duration(2+rand.IntN(10)) * time.Millisecond) // "training"
+				var buf bytes.Buffer
+				weights.Encode(&buf, deltaFor(ps, wu.ID), weights.F32, nil)
+				sum := sha256.Sum256(buf.Bytes())
+				hdr := map[string]string{protocol.HeaderSHA256: hex.EncodeToString(sum[:]), protocol.HeaderSamples: "10"}
+				var res protocol.ResultResponse
+				code, b, err = hc.retry(ctx, "PUT", protocol.WorkPath(wu.ID, "result"), buf.Bytes(), hdr, &res)
+				switch {
+				case err != nil:
+					errc <- fmt.Errorf("result: %v", err)
+					return
+				case code == 200 && res.Outcome == protocol.OutcomeAccepted:
+					mu.Lock()
+					accepted[wu.ID] = wu.Round
+					mu.Unlock()
+				case code == 409 && strings.Contains(string(b), `"late"`):
+					mu.Lock()
+					late[wu.ID] = true
+					mu.Unlock()
+				default:
+					errc <- fmt.Errorf("result of unit %d: HTTP %d %s", wu.ID, code, b)
+					return
+				}
+			}
+		}()
+	}
+	// The killer: SIGKILL at random moments, then restart, at least 10 times.
+	kills := 0
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		case <-time.After(time.Duration(20+rand.IntN(130)) * time.Millisecond):
+			if kills < 20 {
+				p.kill()
+				kills++
+				p.start()
+			}
+		}
+	}
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if kills < 10 {
+		t.Fatalf("the campaign finished after only %d kills; make it longer", kills)
+	}
+	p.stop()
+
+	// Check the invariants in the database and blobs the server left.
+	db, err := store.Open(context.Background(), filepath.Join(dataDir, "texgrid.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var c store.Campaign
+	if err := db.Take(&c, camp.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if c.State != protocol.StateDone || c.Round != rounds {
+		t.Fatalf("campaign ended %s at round %d, want done at %d", c.State, c.Round, rounds)
+	}
+	var rs []store.Round
+	db.Where("campaign_id = ?", c.ID).Order("round").Find(&rs)
+	byRound := map[int][]int64{}
+	for wu, r := range accepted {
+		byRound[r] = append(byRound[r], wu)
+	}
+	for _, r := range rs {
+		var res []store.Result
+		db.Where("campaign_id = ? AND round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Find(&res)
+		if len(res) != r.Needed || r.Accepted != r.Needed || len(byRound[r.Round]) != r.Needed {
+			t.Fatalf("round %d: %d accepted rows, counter %d, %d acknowledged, needed %d", r.Round, len(res), r.Accepted, len(byRound[r.Round]), r.Needed)
+		}
+		base := readModel(t, dataDir, r.BaseModel)
+		got := readModel(t, dataDir, r.ResultModel)
+		sums := map[string][]float64{}
+		for _, x := range res {
+			if _, ok := accepted[x.WorkUnitID]; !ok {
+				t.Fatalf("round %d merged unit %d, which was never acknowledged as accepted", r.Round, x.WorkUnitID)
+			}
+			for _, d := range deltaFor(params, x.WorkUnitID) {
+				s := sums[d.Name]
+				if s == nil {
+					s = make([]float64, len(d.T.Data))
+					sums[d.Name] = s
+				}
+				for i, v := range d.T.Data {
+					s[i] += float64(v)
+				}
+			}
+		}
+		for name, w := range base {
+			for i, v := range w.Data {
+				want := float32(float64(v) + sums[name][i]/float64(len(res)))
+				if math.Float32bits(want) != math.Float32bits(got[name].Data[i]) {
+					t.Fatalf("round %d: %s[%d] = %v, want W + mean(accepted) = %v", r.Round, name, i, got[name].Data[i], want)
+				}
+			}
+		}
+	}
+	t.Logf("%d kills, %d rounds, %d accepted, %d late", kills, len(rs), len(accepted), len(late))
+}
+
+func readModel(t *testing.T, dataDir, sha string) map[string]*tensor.Tensor {
+	f, err := os.Open(filepath.Join(dataDir, "blobs", sha[:2], sha))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts, _, err := weights.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]*tensor.Tensor{}
+	for _, n := range ts {
+		m[n.Name] = n.T
+	}
+	return m
+}
