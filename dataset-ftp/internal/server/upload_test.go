@@ -293,3 +293,56 @@ func TestQuarantine(t *testing.T) {
 		t.Errorf("re-index: version %s (was %s), %d quarantined", m2.Version, m.Version, len(m2.Quarantined))
 	}
 }
+
+// TestStockToolResume plants the first part of a file as the partial upload a dropped
+// connection leaves, then lets curl (-C -: SIZE + APPE) and lftp (put -c: SIZE + REST +
+// STOR) finish it.
+func TestStockToolResume(t *testing.T) {
+	t.Parallel()
+	src := filepath.Join(ftptest.SharedData(t, "kylberg6"), "linseeds1", "linseeds1-a-p001.png")
+	body, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := ftptest.Start(t)
+	host, port, _ := strings.Cut(env.Addr, ":")
+	cases := []struct {
+		name string
+		cmd  func(t *testing.T, remote string) *exec.Cmd
+	}{
+		{"curl", func(t *testing.T, remote string) *exec.Cmd {
+			return exec.Command(ftptest.Tool(t, "curl"), "-sS", "-C", "-", "-T", src, "--user", ftptest.Uploader+":"+ftptest.Password,
+				"ftp://"+env.Addr+remote)
+		}},
+		{"lftp", func(t *testing.T, remote string) *exec.Cmd {
+			return exec.Command(ftptest.Tool(t, "lftp"), "-u", ftptest.Uploader+","+ftptest.Password, "-p", port,
+				"-e", fmt.Sprintf("set ftp:ssl-allow no; set cmd:fail-exit yes; put -c %s -o %s; quit", src, remote), host)
+		}},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ds := fmt.Sprintf("resume%d", i)
+			dir := filepath.Join(env.Root, ds, "linseeds1")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// The planted part differs from the source in one byte, so the result shows
+			// whether the tool resumed (keeps it) or started over (exact copy).
+			k := len(body) / 3
+			part := append([]byte(nil), body[:k]...)
+			part[k-1] ^= 0xff
+			if err := os.WriteFile(filepath.Join(dir, ".x.png.part"), part, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			run(t, tc.cmd(t, "/"+ds+"/linseeds1/x.png"))
+			got, err := os.ReadFile(filepath.Join(dir, "x.png"))
+			want := append(part, body[k:]...)
+			if err != nil || sha256Bytes(got) != sha256Bytes(want) {
+				t.Fatalf("%s did not resume at %d: %d bytes (%v), exact copy=%v", tc.name, k, len(got), err, sha256Bytes(got) == sha256Bytes(body))
+			}
+			if _, err := os.Stat(filepath.Join(dir, ".x.png.part")); !os.IsNotExist(err) {
+				t.Errorf("partial file left: %v", err)
+			}
+		})
+	}
+}
