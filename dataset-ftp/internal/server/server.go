@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -171,6 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ftp, s.addr = srv, ln.Addr()
 	s.mu.Unlock()
 
+	s.scheduleUnindexed()
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSched()
 	schedDone := make(chan struct{})
@@ -210,6 +212,28 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("serve: %w", runErr)
 	}
 	return nil
+}
+
+// scheduleUnindexed queues the datasets on disk that have no manifest yet (copied in
+// by hand, or written while the server was down before indexing).
+func (s *Server) scheduleUnindexed() {
+	f, err := s.root.Open(".")
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	ents, err := f.ReadDir(-1)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if _, err := s.root.Lstat(e.Name() + "/" + manifest.FileName); errors.Is(err, os.ErrNotExist) {
+			s.sched.Touch(e.Name())
+		}
+	}
 }
 
 // changed tells the scheduler that a dataset was written.

@@ -189,3 +189,20 @@ func TestLoadConfigRejectsUnknownFields(t *testing.T) {
 		t.Errorf("durations: %+v %v", c, err)
 	}
 }
+
+// TestExampleConfig keeps configs/dataset-ftp.example.json loadable: every field known,
+// and valid once its root exists and its TLS files are provided.
+func TestExampleConfig(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig(filepath.Join("..", "..", "..", "configs", "dataset-ftp.example.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Root = t.TempDir()
+	if err := c.Validate(); err != nil {
+		t.Errorf("example config: %v", err)
+	}
+	if len(c.Accounts) == 0 || !c.TLSRequired {
+		t.Errorf("example config lost its accounts or TLS: %+v", c)
+	}
+}

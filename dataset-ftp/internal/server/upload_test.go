@@ -14,6 +14,7 @@ import (
 
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/index"
+	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/upload"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/trainer/data"
@@ -344,5 +345,23 @@ func TestStockToolResume(t *testing.T) {
 				t.Errorf("partial file left: %v", err)
 			}
 		})
+	}
+}
+
+// TestIndexesExistingDatasetsAtStart: a dataset copied into the root by hand, without a
+// manifest, is indexed when the server starts.
+func TestIndexesExistingDatasetsAtStart(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "byhand", "c"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "byhand", "c", "a.png"), smallPNG(t, 12, 12), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := ftptest.Start(t, func(c *server.Config) { c.Root = root })
+	m := env.WaitIndexed(t, "byhand", ftptest.Images(1))
+	if _, err := os.Stat(filepath.Join(root, "byhand", manifest.FileName)); err != nil || m.Images[0].Width != 12 {
+		t.Errorf("manifest not written at start: %v", err)
 	}
 }
