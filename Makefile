@@ -41,7 +41,7 @@ build: ## build every binary into bin/
 	$(GO) build $(GOFLAGS_TAGS) -o $(BIN)/ ./trainer/cmd/... ./dataset-ftp/cmd/... ./project-server/cmd/... ./volunteer-client/cmd/...
 
 demo: build ort ## run the whole grid on 127.0.0.1 (DATA=DIR for a real dataset)
-	bash configs/demo.sh $(if $(DATA),--data $(DATA),)
+	$(BIN)/texgrid-demo --bin $(BIN) $(if $(DATA),--data $(DATA),) $(if $(SIZE),--size $(SIZE),)
 
 test: ort ## run every test: unit, integration, PostgreSQL, ONNX Runtime, pure-Go BLAS
 	TEXGRID_REQUIRE_ORT=1 TEXGRID_REQUIRE_POSTGRES=1 TEXGRID_REQUIRE_TOOLS=1 \
