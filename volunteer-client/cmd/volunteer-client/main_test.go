@@ -223,8 +223,9 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 // TestRealGrid runs two clients against the real project-server and dataset-ftp: a
 // one-round campaign of two work units with quorum 0.75 (both needed). One client is
 // killed with SIGKILL mid-work-unit and restarted; the status, pause and resume
-// commands drive the other through its local API; both results are accepted and the
-// round closes. Then both detach.
+// commands drive the other through its local API; the project server is stopped for a
+// while and restarted; both results are accepted and the round closes. Then both
+// detach.
 func TestRealGrid(t *testing.T) {
 	src := testgrid.SharedData(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
@@ -263,6 +264,12 @@ func TestRealGrid(t *testing.T) {
 	})
 	waitCheckpoint(t, a, wuA, pa)
 	pa.Kill()
+
+	// The project server goes away for a while: client b keeps training, its
+	// heartbeats fail, and it carries on once the server is back.
+	ps.Stop(t)
+	time.Sleep(2 * time.Second)
+	ps.Restart(t)
 	pa2 := run(t, a, "--exit-after", "1")
 
 	for name, p := range map[string]*testgrid.Proc{"a (restarted)": pa2, "b": pb} {
@@ -272,6 +279,9 @@ func TestRealGrid(t *testing.T) {
 		if !strings.Contains(p.LogText(), "result accepted") {
 			t.Errorf("client %s: no accepted result:\n%s", name, p.LogText())
 		}
+	}
+	if lb := pb.LogText(); !strings.Contains(lb, "heartbeat failed") && !strings.Contains(lb, "retrying") {
+		t.Errorf("client b never noticed the server outage:\n%s", lb)
 	}
 	if !strings.Contains(pa2.LogText(), "resumed from checkpoint") {
 		t.Errorf("client a did not resume:\n%s", pa2.LogText())

@@ -556,6 +556,12 @@ func (a *Agent) heartbeats(ctx context.Context, id int64, pr *progress, cancel c
 		case resp.Abort:
 			cancel(fmt.Errorf("%w: %s", ErrAborted, resp.Reason))
 			return
+		case !resp.Deadline.IsZero():
+			a.update(func(s *localapi.Status) {
+				if s.WorkUnit != nil && s.WorkUnit.ID == id {
+					s.WorkUnit.Deadline = resp.Deadline
+				}
+			})
 		}
 	}
 }

@@ -135,3 +135,17 @@ func TestSetRejectsBadValueAndKeepsOld(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestExampleFile: configs/volunteer.example.json is a valid preferences file that
+// sets every field.
+func TestExampleFile(t *testing.T) {
+	t.Parallel()
+	p, err := prefs.ReadPatch(filepath.Join("..", "..", "..", "configs", "volunteer.example.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.Apply(localapi.Prefs{})
+	if err := got.Validate(); err != nil {
+		t.Fatalf("the example leaves a field unset or invalid: %v", err)
+	}
+}

@@ -381,6 +381,20 @@ type Project struct {
 	Proc       *Proc
 	bin        string
 	args       []string
+	dir, addr  string
+}
+
+// Stop ends the server (SIGTERM); Restart brings it back on the same port and data.
+func (p *Project) Stop(t testing.TB) {
+	t.Helper()
+	p.Proc.Stop(30 * time.Second)
+}
+
+// Restart starts the server again after Stop, with the same flags.
+func (p *Project) Restart(t testing.TB) {
+	t.Helper()
+	p.Proc = Start(t, p.dir, p.bin, p.args...)
+	waitListening(t, p.addr, p.Proc)
 }
 
 // StartProject runs `project-server serve` on a free port with SQLite in a temporary
@@ -390,7 +404,7 @@ func StartProject(t testing.TB, ftp *FTP) *Project {
 	dir := t.TempDir()
 	bin := Binary(t, "project-server/cmd/project-server")
 	addr := FreeAddr(t)
-	p := &Project{URL: "http://" + addr, DataDir: filepath.Join(dir, "data"), bin: bin}
+	p := &Project{URL: "http://" + addr, DataDir: filepath.Join(dir, "data"), bin: bin, dir: dir, addr: addr}
 	common := []string{"--data-dir", p.DataDir, "--models-dir", filepath.Join(Root(t), "configs", "models")}
 	p.AccountKey = credential(t, bin, append([]string{"account", "add", "--name", "volunteer"}, common...))
 	p.Researcher = credential(t, bin, append([]string{"researcher", "add", "--name", "researcher"}, common...))
