@@ -209,7 +209,7 @@ func (ws *Workspace) trunkBackward(w *worker, grads [][]float32, s int, dE []flo
 		case spec.Energy:
 			energyBackward(l, dy, dx)
 		case spec.MaxPool:
-			maxPoolBackward(l, ws.input(i)[s*xs:(s+1)*xs], ws.acts[i][s*ys:(s+1)*ys], dy, dx, ws.poolReLU[i])
+			maxPoolBackward(l, ws.input(i)[s*xs:(s+1)*xs], ws.acts[i][s*ys:(s+1)*ys], dy, dx, ws.sampleIdx(i, s), ws.poolReLU[i])
 		case spec.ReLU:
 			if !ws.skip[i] || ws.fuse[i-1] {
 				reluBackward(ws.acts[i][s*ys:(s+1)*ys], dy)

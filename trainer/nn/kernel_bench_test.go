@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/texgrid/texgrid/trainer/gemm"
@@ -67,9 +68,19 @@ func BenchmarkKernels(b *testing.B) {
 		pl := &layerInfo{Layer: spec.Layer{Type: spec.MaxPool, Kernel: 3, Stride: 2}, in: l.out,
 			out: spec.Shape{C: l.out.C, H: (l.out.H-3)/2 + 1, W: (l.out.W-3)/2 + 1}}
 		py := make([]float32, pl.out.Size())
+		idx := make([]int32, pl.out.Size())
+		rng := rand.New(rand.NewPCG(1, 1))
+		for i := range y {
+			y[i] = float32(rng.NormFloat64())
+		}
+		b.Run(c.name+"/maxpool-float", func(b *testing.B) {
+			for b.Loop() {
+				maxPoolForward(pl, y, py, nil, false)
+			}
+		})
 		b.Run(c.name+"/maxpool", func(b *testing.B) {
 			for b.Loop() {
-				maxPoolForward(pl, y, py, true)
+				maxPoolForward(pl, y, py, idx, true)
 			}
 		})
 	}

@@ -214,9 +214,10 @@ func reluBackward(y, dy []float32) {
 
 // maxPoolForward takes the maximum of each k x k window (no padding). With reluOut it
 // also clamps the outputs at zero: max and ReLU commute, so a ReLU before the pool can
-// run on the smaller output instead. No arg-max is stored; the backward pass finds it
-// again, which keeps the forward loop free of branches.
-func maxPoolForward(l *layerInfo, x, y []float32, reluOut bool) {
+// run on the smaller output instead. The 3x3 ReLU case records the arg-max of each
+// window in idx (an index into x); the others leave idx alone and the backward pass
+// searches the window again.
+func maxPoolForward(l *layerInfo, x, y []float32, idx []int32, reluOut bool) {
 	c, h, w := l.in.C, l.in.H, l.in.W
 	k, s := l.Kernel, l.Stride
 	oh, ow := l.out.H, l.out.W
@@ -226,14 +227,34 @@ func maxPoolForward(l *layerInfo, x, y []float32, reluOut bool) {
 		for oy := 0; oy < oh; oy++ {
 			top := base + oy*s*w
 			yr := y[o : o+ow]
-			if k == 3 {
+			switch {
+			case reluOut && k == 3 && idx != nil:
+				// Non-negative float32s order like their bits as int32, and every negative
+				// float's bits are a negative int32, so max(0, max(window)) is an integer
+				// max, which compiles to conditional moves instead of unpredictable
+				// branches. The low 4 bits carry 8 minus the window position, so the max
+				// also names the first arg-max in row-major order.
+				r0, r1, r2 := x[top:top+w], x[top+w:top+2*w], x[top+2*w:top+3*w]
+				ir := idx[o : o+ow]
+				for ox := range yr {
+					j := ox * s
+					a0, a1, a2 := r0[j:j+3:j+3], r1[j:j+3:j+3], r2[j:j+3:j+3]
+					m := max(pack(a0[0], 8), pack(a0[1], 7), pack(a0[2], 6), pack(a1[0], 5), pack(a1[1], 4), pack(a1[2], 3),
+						pack(a2[0], 2), pack(a2[1], 1), pack(a2[2], 0), 0)
+					yr[ox] = math.Float32frombits(uint32(m >> 4))
+					p := 8 - int(m&15)
+					ir[ox] = int32(top + (p/3)*w + j + p%3)
+				}
+				o += ow
+				continue
+			case k == 3:
 				r0, r1, r2 := x[top:top+w], x[top+w:top+2*w], x[top+2*w:top+3*w]
 				for ox := range yr {
 					j := ox * s
 					a0, a1, a2 := r0[j:j+3:j+3], r1[j:j+3:j+3], r2[j:j+3:j+3]
 					yr[ox] = fmax(fmax(fmax(a0[0], a0[1]), fmax(a0[2], a1[0])), fmax(fmax(a1[1], a1[2]), fmax(fmax(a2[0], a2[1]), a2[2])))
 				}
-			} else {
+			default:
 				for ox := range yr {
 					at := top + ox*s
 					best := x[at]
@@ -253,6 +274,9 @@ func maxPoolForward(l *layerInfo, x, y []float32, reluOut bool) {
 	}
 }
 
+// pack puts v's bit pattern, as a signed integer, above a 4-bit tag.
+func pack(v float32, tag int64) int64 { return int64(int32(math.Float32bits(v)))<<4 | tag }
+
 // fmax is max without the NaN and signed-zero rules of the builtin, which compiles to
 // a single comparison and conditional move.
 func fmax(a, b float32) float32 {
@@ -262,14 +286,22 @@ func fmax(a, b float32) float32 {
 	return a
 }
 
-// maxPoolBackward routes each output gradient to the first input of its window, in
-// row-major order, that equals the output (the arg-max); with reluOut only where the
-// output was positive.
-func maxPoolBackward(l *layerInfo, x, y, dy, dx []float32, reluOut bool) {
+// maxPoolBackward routes each output gradient to the arg-max of its window: idx when
+// the forward pass recorded it, else the first input of the window, in row-major
+// order, that equals the output. With reluOut only where the output was positive.
+func maxPoolBackward(l *layerInfo, x, y, dy, dx []float32, idx []int32, reluOut bool) {
 	c, h, w := l.in.C, l.in.H, l.in.W
 	k, s := l.Kernel, l.Stride
 	oh, ow := l.out.H, l.out.W
 	clear(dx[:c*h*w])
+	if idx != nil && reluOut {
+		for j, g := range dy[:len(idx)] {
+			if y[j] > 0 {
+				dx[idx[j]] += g
+			}
+		}
+		return
+	}
 	o := 0
 	for ci := 0; ci < c; ci++ {
 		base := ci * h * w

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/texgrid/texgrid/trainer/spec"
@@ -141,6 +142,7 @@ func TestPointwiseBackward(t *testing.T) {
 		{"maxpool k3 s2", spec.Shape{C: 3, H: 2, W: 2}, nil, nil},
 		{"maxpool k2 s1", spec.Shape{C: 3, H: 5, W: 5}, nil, nil},
 		{"maxpool relu", spec.Shape{C: 3, H: 2, W: 2}, nil, nil},
+		{"maxpool relu idx", spec.Shape{C: 3, H: 2, W: 2}, nil, nil},
 		{"energy", spec.Shape{C: 3, H: 1, W: 1},
 			func(x, y []float32) { energyForward(&layerInfo{in: sh}, x, y) },
 			func(x, y, dy, dx []float32) { energyBackward(&layerInfo{in: sh}, dy, dx) }},
@@ -165,11 +167,15 @@ func TestPointwiseBackward(t *testing.T) {
 					k, s = 2, 1
 				}
 				l := &layerInfo{Layer: spec.Layer{Type: spec.MaxPool, Kernel: k, Stride: s}, in: sh, out: tc.out}
-				relu := tc.name == "maxpool relu"
-				tc.fwd = func(x, y []float32) { maxPoolForward(l, x, y, relu) }
+				relu := strings.HasPrefix(tc.name, "maxpool relu")
+				var idx []int32
+				if tc.name == "maxpool relu idx" {
+					idx = make([]int32, tc.out.Size())
+				}
+				tc.fwd = func(x, y []float32) { maxPoolForward(l, x, y, idx, relu) }
 				tc.bwd = func(x, y, dy, dx []float32) {
-					maxPoolForward(l, x, y, relu)
-					maxPoolBackward(l, x, y, dy, dx, relu)
+					maxPoolForward(l, x, y, idx, relu)
+					maxPoolBackward(l, x, y, dy, dx, idx, relu)
 				}
 			}
 			rng := rand.New(rand.NewPCG(3, 4))

@@ -21,6 +21,7 @@ type Workspace struct {
 	in   []float32   // batch x In[0]
 	acts [][]float32 // acts[i]: batch x Out[i]; a ReLU shares its input's buffer
 	mask [][]float32 // dropout scale per element: 0 or 1/(1-rate)
+	idx  [][]int32   // arg-max per output of the 3x3 maxpools that apply a ReLU
 
 	fuse     []bool // fuse[i]: conv layer i applies the following ReLU itself
 	poolReLU []bool // poolReLU[i]: maxpool layer i applies the ReLU before it to its output
@@ -65,6 +66,7 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 	n := len(m.layers)
 	ws.acts = make([][]float32, n)
 	ws.mask = make([][]float32, n)
+	ws.idx = make([][]int32, n)
 	ws.fuse = make([]bool, n)
 	ws.poolReLU = make([]bool, n)
 	ws.skip = make([]bool, n)
@@ -85,6 +87,9 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 			if i+1 < n && m.layers[i+1].Type == spec.ReLU {
 				if i+2 < n && m.layers[i+2].Type == spec.MaxPool {
 					ws.poolReLU[i+2] = true
+					if m.layers[i+2].Kernel == 3 {
+						ws.idx[i+2] = make([]int32, batch*m.layers[i+2].out.Size())
+					}
 				} else {
 					ws.fuse[i] = true
 				}
@@ -105,6 +110,15 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 		ws.workers[w] = &worker{cols: make([]float32, cols), planes: make([]float32, planes)}
 	}
 	return ws, nil
+}
+
+// sampleIdx returns sample s's arg-max slice of layer i, or nil.
+func (ws *Workspace) sampleIdx(i, s int) []int32 {
+	if ws.idx[i] == nil {
+		return nil
+	}
+	n := ws.m.layers[i].out.Size()
+	return ws.idx[i][s*n : (s+1)*n]
 }
 
 // Batch returns the largest batch the workspace takes.
@@ -194,7 +208,7 @@ func (ws *Workspace) trunkForward(w *worker, s int, train bool, seed uint64) {
 				relu(y)
 			}
 		case spec.MaxPool:
-			maxPoolForward(l, x, y, ws.poolReLU[i])
+			maxPoolForward(l, x, y, ws.sampleIdx(i, s), ws.poolReLU[i])
 		case spec.Energy:
 			energyForward(l, x, y)
 		case spec.Dropout:
