@@ -16,26 +16,21 @@ func colsSize(l *layerInfo) int {
 }
 
 // convForward computes y = W * im2col(x) + b, followed by max(0, .) when fuseReLU.
+// The bias is written first and the product added to it, which saves the pass over y
+// that a separate bias addition (or the BLAS zeroing y for beta = 0) would cost.
 func convForward(l *layerInfo, wt, b, x, y, cols, planes []float32, fuseReLU bool) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
 	cols = cols[:k*p]
 	im2col(l, x, cols, planes)
-	gemm.MatMul(false, false, f, p, k, wt, k, cols, p, 0, y, p)
 	for i := 0; i < f; i++ {
 		row, bi := y[i*p:(i+1)*p], b[i]
-		if fuseReLU {
-			for j, v := range row {
-				v += bi
-				if v < 0 {
-					v = 0
-				}
-				row[j] = v
-			}
-		} else {
-			for j := range row {
-				row[j] += bi
-			}
+		for j := range row {
+			row[j] = bi
 		}
+	}
+	gemm.MatMul(false, false, f, p, k, wt, k, cols, p, 1, y, p)
+	if fuseReLU {
+		relu(y[:f*p])
 	}
 }
 
@@ -169,7 +164,10 @@ func col2im(l *layerInfo, cols, dx, planes []float32) {
 				plane := planes[((ci*s+ki%s)*s+kj%s)*ph*pw:][:ph*pw]
 				at := (ki/s)*pw + kj/s
 				for oy := 0; oy < oh; oy++ {
-					addTo(plane[at:at+ow], row[oy*ow:(oy+1)*ow])
+					d, src := plane[at:at+ow], row[oy*ow:(oy+1)*ow]
+					for i, v := range src {
+						d[i] += v
+					}
 					at += pw
 				}
 			}
