@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -83,7 +84,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Idle == nil {
-		cfg.Idle = idle.System{Cores: cfg.Prefs.Get().MaxThreads}
+		cfg.Idle = &idle.System{Cores: runtime.NumCPU()}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -435,9 +436,8 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 
 // progress is the training position shared with the heartbeat goroutine.
 type progress struct {
-	mu    sync.Mutex
-	hb    protocol.HeartbeatRequest
-	abort error
+	mu sync.Mutex
+	hb protocol.HeartbeatRequest
 }
 
 func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) error {

@@ -56,11 +56,15 @@ var ErrBadCheckpoint = errors.New("checkpoint cannot be resumed")
 // allows; the agent drops it and says why.
 var ErrDoesNotFit = errors.New("work unit does not fit the volunteer's limits")
 
+// ImageCacheBytes bounds the decoded pixels a training job keeps in memory (the
+// trainer reloads evicted images from the verified disk cache); Estimate counts it.
+const ImageCacheBytes = 64 << 20
+
 // Estimate returns the memory and work-directory disk a work unit needs: weights,
 // gradients, momentum, the base copy and the delta (five model copies), plus the
-// activations and their gradients for one batch at the largest layer sizes, plus
-// the input batch; on disk the base model, one checkpoint (weights and momentum) and
-// the delta, each counted at float32.
+// activations and their gradients for one batch, the input batch, the im2col buffers,
+// the decoded-image cache and the Go runtime's headroom; on disk the base model, one
+// checkpoint (weights and momentum) and the delta, each counted at float32.
 func Estimate(wu *protocol.WorkUnit) (mem, disk int64, err error) {
 	s, err := spec.Parse(wu.ModelSpec)
 	if err != nil {
@@ -87,7 +91,7 @@ func Estimate(wu *protocol.WorkUnit) (mem, disk int64, err error) {
 			}
 		}
 	}
-	mem = 5*params + 2*act*batch*4 + input + 2*cols + 32<<20 // plus the Go runtime
+	mem = 5*params + 2*act*batch*4 + input + 2*cols + ImageCacheBytes + 32<<20
 	disk = 4*params + 64<<10
 	return mem, disk, nil
 }

@@ -92,7 +92,7 @@ flags:
 	cfg := agent.Config{
 		Dir: dir, API: api, Identity: id, Prefs: store, Logger: log, Version: Version, GFLOPS: id.GFLOPS,
 		Trainer:    &wu.Trainer{CacheDir: dir.File(state.CacheDir), Log: log},
-		Idle:       idle.System{Cores: info.Cores, Own: own.get},
+		Idle:       &idle.System{Cores: info.Cores, Own: own.get},
 		MaxResults: *exitAfter, RetryBase: *retryBase,
 	}
 	var bar *bar

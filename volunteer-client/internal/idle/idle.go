@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/texgrid/texgrid/volunteer-client/internal/sysinfo"
@@ -25,31 +26,60 @@ type Detector interface {
 	Idle(ctx context.Context, idleFor time.Duration, maxLoad float64) (idle bool, reason string)
 }
 
-// System is the Linux detector.
+// System is the Linux detector. The machine is idle when nobody has given input for
+// idleFor (when input can be observed) and the load has stayed low for idleFor, as
+// seen by this detector's calls. Use it through a pointer; it is safe for concurrent use.
 type System struct {
 	Cores int
 	// Own returns how many threads the client itself keeps busy right now; they are
 	// subtracted from the load average so the client does not chase itself away.
 	Own func() float64
+	// Load returns the 1-minute load average; nil reads /proc/loadavg.
+	Load func() (float64, error)
+	// Input returns the time since the last user input; nil uses InputIdle.
+	Input func(ctx context.Context) (time.Duration, bool)
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+
+	mu       sync.Mutex
+	lastBusy time.Time
 }
 
 // Idle implements Detector.
-func (s System) Idle(ctx context.Context, idleFor time.Duration, maxLoad float64) (bool, string) {
+func (s *System) Idle(ctx context.Context, idleFor time.Duration, maxLoad float64) (bool, string) {
+	now := time.Now()
+	if s.Now != nil {
+		now = s.Now()
+	}
 	cores := s.Cores
 	if cores < 1 {
 		cores = 1
 	}
-	if load, err := sysinfo.LoadAvg(); err == nil {
+	loadf := s.Load
+	if loadf == nil {
+		loadf = sysinfo.LoadAvg
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if load, err := loadf(); err == nil {
 		own := 0.0
 		if s.Own != nil {
 			own = s.Own()
 		}
 		per := (load - own) / float64(cores)
 		if per > maxLoad {
+			s.lastBusy = now
 			return false, fmt.Sprintf("machine busy: load %.2f per core > %.2f", per, maxLoad)
 		}
 	}
-	if away, ok := InputIdle(ctx); ok && away < idleFor {
+	if quiet := now.Sub(s.lastBusy); !s.lastBusy.IsZero() && quiet < idleFor {
+		return false, fmt.Sprintf("machine busy %s ago (waiting for %s of low load)", quiet.Round(time.Second), idleFor)
+	}
+	input := s.Input
+	if input == nil {
+		input = InputIdle
+	}
+	if away, ok := input(ctx); ok && away < idleFor {
 		return false, fmt.Sprintf("user active %s ago (waiting for %s without input)", away.Round(time.Second), idleFor)
 	}
 	return true, ""

@@ -77,7 +77,6 @@ func ReadPatch(path string) (localapi.PrefsPatch, error) {
 // Flags registers the preference flags on fs; Patch returns those the user set.
 type Flags struct {
 	fs *flag.FlagSet
-	p  localapi.PrefsPatch
 	v  struct {
 		threads, cpu, idleMin, ckpt, hb, retry int
 		idle                                   bool

@@ -40,8 +40,8 @@ var ErrCorruptImage = errors.New("cached image does not match its sha256")
 type Trainer struct {
 	CacheDir string       // the image cache directory (shared by work units)
 	Log      *slog.Logger // nil: discard
-	// ImageCacheBytes bounds the decoded pixels a job holds in memory; 0 takes the
-	// trainer/data default.
+	// ImageCacheBytes bounds the decoded pixels a job holds in memory; 0 takes
+	// agent.ImageCacheBytes, which the agent's memory estimate counts.
 	ImageCacheBytes int64
 }
 
@@ -136,7 +136,11 @@ func (t *Trainer) Prepare(ctx context.Context, w *protocol.WorkUnit, basePath st
 		}
 		return data.DecodeGray(bytes.NewReader(b))
 	}
-	src, err := data.NewFragmentSource(refs, frags, loader, t.ImageCacheBytes)
+	pixels := t.ImageCacheBytes
+	if pixels <= 0 {
+		pixels = agent.ImageCacheBytes
+	}
+	src, err := data.NewFragmentSource(refs, frags, loader, pixels)
 	if err != nil {
 		release()
 		return nil, bad(err)

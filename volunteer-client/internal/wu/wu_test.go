@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -79,6 +80,28 @@ func newFixture(t *testing.T) *fixture {
 		DeltaDType: "float32",
 	}
 	return f
+}
+
+// base128 writes a base model for 128-pixel fragments.
+func (f *fixture) base128(t *testing.T) string {
+	t.Helper()
+	r, err := f.r.Spec.Resolve(len(f.m.Classes), 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := nn.New(r, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "base128.safetensors")
+	b, err := safetensors.Marshal(m.Params(), safetensors.F32, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func (f *fixture) trainer(t *testing.T) *wu.Trainer {
@@ -322,6 +345,38 @@ func TestWorkUnitOverRealFTP(t *testing.T) {
 			if !errors.Is(err, agent.ErrBadWorkUnit) {
 				t.Errorf("%s: %v, want ErrBadWorkUnit", c.name, err)
 			}
+		}
+	})
+
+	t.Run("memory estimate covers the real job", func(t *testing.T) {
+		w := *f.wu
+		w.FragmentSize, w.Hyper.BatchSize = 128, 16
+		est, _, err := agent.Estimate(&w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		j, err := tr.Prepare(ctx, &w, f.base128(t), threads, 64<<20, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ {
+			if _, err := j.Step(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		used := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		j.Close()
+		t.Logf("estimate %.1f MB, live heap of the prepared job after 2 batches %.1f MB", float64(est)/(1<<20), float64(used)/(1<<20))
+		if used > est {
+			t.Errorf("the job holds %d bytes, over its %d byte estimate", used, est)
+		}
+		if est > 20*used+agent.ImageCacheBytes+64<<20 {
+			t.Errorf("estimate %d bytes is far above the %d the job holds", est, used)
 		}
 	})
 
