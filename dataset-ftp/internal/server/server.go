@@ -184,16 +184,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go func() { serveErr <- srv.Serve(&listener{Listener: ln, s: s}) }()
 	s.log.Info("serving", "addr", ln.Addr().String(), "root", s.rootDir, "tls", s.tlsConfig != nil, "tls_required", s.cfg.TLSRequired)
 
+	// goftp's Shutdown races with its Serve (both touch the listener and context
+	// unsynchronized), so the server is stopped by closing our own listener instead:
+	// Accept fails and Serve returns.
 	var runErr error
 	select {
 	case <-ctx.Done():
-		srv.Shutdown()
+		ln.Close()
 		<-serveErr
 	case runErr = <-serveErr:
-		srv.Shutdown()
-		if errors.Is(runErr, ftpserver.ErrServerClosed) {
-			runErr = nil
-		}
+		ln.Close()
 	}
 	s.mu.Lock()
 	open := make([]*ctrlConn, 0, len(s.conns))
