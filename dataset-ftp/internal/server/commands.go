@@ -1,7 +1,6 @@
 package server
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"reflect"
@@ -93,7 +92,7 @@ func (c storCommand) Execute(sess *ftpserver.Session, param string) {
 	}
 	dc := sess.DataConn()
 	if dc == nil {
-		up.fail(errors.New("no data connection"))
+		up.fail(fmt.Errorf("%w: no data connection", ErrAborted)) // keeps a resumable partial
 		sess.WriteMessage(425, "Use PASV or EPSV first")
 		return
 	}

@@ -74,7 +74,7 @@ func (d driver) ListDir(ctx *ftpserver.Context, vpath string, fn func(os.FileInf
 
 // DeleteDir implements ftpserver.Driver; only empty folders are removed.
 func (d driver) DeleteDir(ctx *ftpserver.Context, vpath string) error {
-	t, err := d.s.check(ctx, vpath, opWrite)
+	t, err := d.s.check(ctx, vpath, opDelete)
 	if err != nil {
 		return err
 	}
@@ -87,7 +87,7 @@ func (d driver) DeleteDir(ctx *ftpserver.Context, vpath string) error {
 
 // DeleteFile implements ftpserver.Driver.
 func (d driver) DeleteFile(ctx *ftpserver.Context, vpath string) error {
-	t, err := d.s.check(ctx, vpath, opWrite)
+	t, err := d.s.check(ctx, vpath, opDelete)
 	if err != nil {
 		return err
 	}

@@ -66,8 +66,9 @@ func partName(rel string) string {
 type op int
 
 const (
-	opRead op = iota
-	opWrite
+	opRead   op = iota
+	opWrite     // create or change: never a hidden name
+	opDelete    // remove: writers may also clear their dataset's quarantine and partial files
 )
 
 // target is a checked path: rel is slash-separated and relative to the root ("" is the
@@ -171,6 +172,7 @@ func (s *Server) resolve(ctx *ftpserver.Context, vpath string, want op) (target,
 			continue
 		}
 		if i == 0 || !writer || want == opWrite {
+			// (opDelete and opRead of hidden names below the dataset are the writer's.)
 			// Hidden names are the server's (.quarantine, partial uploads, state): readers
 			// never see them and nobody creates them over FTP.
 			if want == opWrite {
@@ -179,7 +181,7 @@ func (s *Server) resolve(ctx *ftpserver.Context, vpath string, want op) (target,
 			return t, fmt.Errorf("%s: %w", clean, ErrNotFound)
 		}
 	}
-	if want == opWrite {
+	if want == opWrite || want == opDelete {
 		if !writer {
 			return t, fmt.Errorf("%s: %w", clean, ErrPermission)
 		}

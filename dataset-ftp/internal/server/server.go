@@ -252,9 +252,29 @@ func (s *Server) indexDataset(ctx context.Context, dataset string) {
 	} else {
 		s.log.Info("indexed", "dataset", dataset, "images", len(m.Images), "quarantined", len(m.Quarantined),
 			"version", m.Version, "took", time.Since(start).Round(time.Millisecond))
+		s.followQuarantine(dataset, m)
 	}
 	if s.opt.OnIndexed != nil {
 		s.opt.OnIndexed(dataset, m, err)
+	}
+}
+
+// followQuarantine moves the quota ledger's entries of files the indexer just moved
+// into the quarantine, so an uploader who deletes them there gets the bytes back. An
+// entry moves only if nothing is left at the uploaded path and the sizes agree (an
+// older quarantined file whose path was uploaded again keeps the new upload's entry).
+func (s *Server) followQuarantine(dataset string, m *manifest.Manifest) {
+	for _, q := range m.Quarantined {
+		from := dataset + "/" + q.Path
+		if _, err := s.root.Lstat(from); err == nil {
+			continue
+		}
+		if s.ledger.Size(from) != q.Size {
+			continue
+		}
+		if err := s.ledger.Rename(from, dataset+"/"+q.Stored); err != nil {
+			s.log.Error("usage ledger", "err", err)
+		}
 	}
 }
 

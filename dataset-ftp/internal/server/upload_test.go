@@ -365,3 +365,31 @@ func TestIndexesExistingDatasetsAtStart(t *testing.T) {
 		t.Errorf("manifest not written at start: %v", err)
 	}
 }
+
+// TestQuarantineDeleteFreesQuota: a quarantined upload still counts against the
+// uploader's quota until the uploader deletes it from the quarantine, which readers
+// cannot do.
+func TestQuarantineDeleteFreesQuota(t *testing.T) {
+	t.Parallel()
+	env := ftptest.Start(t, func(c *server.Config) { c.Accounts[1].QuotaBytes = 100 << 10 })
+	bob := dial(t, env, ftptest.Limited, ftptest.Password)
+	mkdirs(t, bob, "/bobs", "/bobs/c")
+	junk := strings.Repeat("not an image ", 60<<10/13)
+	if err := bob.Stor("/bobs/c/junk.png", strings.NewReader(junk)); err != nil {
+		t.Fatal(err)
+	}
+	env.WaitIndexed(t, "bobs", func(m *manifest.Manifest) bool { return len(m.Quarantined) == 1 })
+	if err := bob.Stor("/bobs/c/second.png", strings.NewReader(junk)); replyCode(err) != 552 {
+		t.Fatalf("upload while the quarantined file fills the quota: %v, want 552", err)
+	}
+	rd := dial(t, env, ftptest.Reader, ftptest.Password)
+	if err := rd.Delete("/bobs/.quarantine/c/junk.png"); replyCode(err) != 550 {
+		t.Errorf("reader DELE in the quarantine: %v, want 550", err)
+	}
+	if err := bob.Delete("/bobs/.quarantine/c/junk.png"); err != nil {
+		t.Fatalf("uploader DELE in the quarantine: %v", err)
+	}
+	if err := bob.Stor("/bobs/c/second.png", strings.NewReader(junk)); err != nil {
+		t.Errorf("upload of the same size after clearing the quarantine: %v", err)
+	}
+}

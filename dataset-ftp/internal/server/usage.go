@@ -123,6 +123,16 @@ func (l *ledger) Used(user string) int64 {
 	return l.used[user]
 }
 
+// Size returns the recorded size of p, or -1.
+func (l *ledger) Size(p string) int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.files[p]; ok {
+		return e.size
+	}
+	return -1
+}
+
 // Put records that user stored size bytes at p (replacing any earlier entry).
 func (l *ledger) Put(user, p string, size int64) error {
 	l.mu.Lock()
