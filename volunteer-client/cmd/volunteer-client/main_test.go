@@ -334,3 +334,62 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRealGridLateResult: four clients, four work units, quorum 0.75 on the real
+// project server. Client d takes its work unit first and is paused; the other three
+// close the round; d, resumed, finishes and is answered late: it records that and
+// exits without retrying the upload.
+func TestRealGridLateResult(t *testing.T) {
+	src := testgrid.SharedData(t, "kth-tips-grey")
+	ftp := testgrid.StartFTP(t)
+	ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
+	ps := testgrid.StartProject(t, ftp)
+	out := ps.Campaign(t, "create", "--name", "late", "--dataset", "kth3", "--model", "tcnn-small",
+		"--fragment-size", "64", "--fragments-min", "480", "--fragments-max", "480", "--epochs", "1", "--batch", "8",
+		"--quorum", "0.75", "--wus", "4", "--rounds", "1", "--seed", "5", "--start", "--json")
+	var c protocol.Campaign
+	if err := json.Unmarshal([]byte(out), &c); err != nil {
+		t.Fatalf("campaign create printed %q: %v", out, err)
+	}
+	d := attach(t, ps.URL, ps.AccountKey)
+	// No heartbeat during the test, so d hears of the closed round only at upload.
+	pd := run(t, d, "--exit-after", "1", "--heartbeat-seconds", "3600")
+	pd.WaitLog(t, "work unit prepared", 2*time.Minute)
+	vc(t, "pause", "--state-dir", d)
+	waitState(t, d, localapi.StatePaused)
+
+	var others []*testgrid.Proc
+	for i := 0; i < 3; i++ {
+		others = append(others, run(t, attach(t, ps.URL, ps.AccountKey), "--exit-after", "1"))
+	}
+	for i, p := range others {
+		if err := p.Wait(5 * time.Minute); err != nil {
+			t.Fatalf("client %d: %v\n%s", i, err, p.LogText())
+		}
+	}
+	rounds := func() []protocol.RoundInfo {
+		var rs []protocol.RoundInfo
+		out := ps.Campaign(t, "rounds", "--json", fmt.Sprint(c.ID))
+		if err := json.Unmarshal([]byte(out), &rs); err != nil {
+			t.Fatalf("rounds %q: %v", out, err)
+		}
+		return rs
+	}
+	if rs := rounds(); len(rs) == 0 || rs[0].State != "closed" || rs[0].Accepted != 3 {
+		t.Fatalf("round after three results: %+v", rs)
+	}
+	vc(t, "resume", "--state-dir", d)
+	if err := pd.Wait(5 * time.Minute); err != nil {
+		t.Fatalf("client d: %v\n%s", err, pd.LogText())
+	}
+	log := pd.LogText()
+	if !strings.Contains(log, "result late") {
+		t.Errorf("client d was not answered late:\n%s", log)
+	}
+	if n := strings.Count(log, "retrying"); n != 0 {
+		t.Errorf("client d retried %d times after a late answer", n)
+	}
+	if rs := rounds(); rs[0].Late != 1 || rs[0].Accepted != 3 {
+		t.Errorf("round after the late result: %+v, want 3 accepted and 1 late", rs[0])
+	}
+}
