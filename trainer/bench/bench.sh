@@ -22,6 +22,7 @@ BATCH=${BATCH:-32}
 SIZE=${SIZE:-256}
 SECS=${BENCH_SECONDS:-10}
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 
 [[ -x $TRAINER ]] || { echo "bench: $TRAINER missing; run make build" >&2; exit 1; }
 COMMON=(--batch "$BATCH" --threads "$THREADS" --size "$SIZE" --seconds "$SECS")
