@@ -3,11 +3,13 @@ package ort
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -514,5 +516,49 @@ func TestClassifyWithGoEngine(t *testing.T) {
 	}
 	if _, err := Classify(goRunner{m}, g, 32, 0); err == nil || !strings.Contains(err.Error(), "shape") {
 		t.Errorf("32 px fragments into a 64 px Go model: %v", err)
+	}
+}
+
+// TestRunConcurrently: one session serves several goroutines at once with the same
+// answers as serial calls.
+func TestRunConcurrently(t *testing.T) {
+	requireORT(t)
+	t.Parallel()
+	r := shipped(t, "tcnn-small", 3, 64)
+	sess, err := Open(export(t, r, newModel(t, r, 21)), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	const workers = 4
+	inputs := make([]*tensor.Tensor, workers)
+	want := make([]*tensor.Tensor, workers)
+	for i := range inputs {
+		inputs[i] = randomFragments(r, 1+i, uint64(i))
+		if want[i], err = sess.Run(inputs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, workers)
+	for i := range workers {
+		go func() {
+			for range 5 {
+				got, err := sess.Run(inputs[i])
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !slices.Equal(got.Data, want[i].Data) {
+					errs <- fmt.Errorf("worker %d: logits differ from the serial run", i)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
 	}
 }
