@@ -7,6 +7,8 @@
 package gemm
 
 import (
+	"sync/atomic"
+
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
 )
@@ -39,5 +41,10 @@ func SetThreads(n int) {
 	if n < 1 {
 		n = 1
 	}
-	setThreads(n)
+	if int(threads.Swap(int64(n))) != n {
+		setThreads(n)
+	}
 }
+
+// threads is the value last given to the BLAS, so repeated calls cost nothing.
+var threads atomic.Int64

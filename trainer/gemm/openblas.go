@@ -19,6 +19,7 @@ func init() {
 	blas32.Use(netlib.Implementation{})
 	// Single-threaded by default: the engine runs one product per worker goroutine.
 	C.openblas_set_num_threads(1)
+	threads.Store(1)
 }
 
 func setThreads(n int) { C.openblas_set_num_threads(C.int(n)) }

@@ -249,28 +249,45 @@ func modelLoss(ws *Workspace, n int, labels []int, seed uint64) float64 {
 
 func TestModelBackward(t *testing.T) {
 	t.Parallel()
-	for _, threads := range []int{1, 3} {
-		r := resolve(t, testSpec, 3, 11)
-		m, err := New(r, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		const n = 5
-		ws, err := NewWorkspace(m, n, threads)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rng := rand.New(rand.NewPCG(8, 9))
-		copy(ws.Input(n), randSlice(rng, n*r.In[0].Size(), 1))
-		labels := []int{0, 1, 2, 1, 0}
-		if _, _, err := ws.TrainBatch(n, labels, 42); err != nil {
-			t.Fatal(err)
-		}
-		grads := ws.Grads()
-		for i, p := range m.Params() {
-			g := append([]float32(nil), grads[i].T.Data...)
-			checkGrad(t, p.Name, p.T.Data, g, func() float64 { return modelLoss(ws, n, labels, 42) }, 1e-3, 2e-2, 60)
-		}
+	cases := []struct {
+		name     string
+		spec     string
+		channels int
+		size     int
+		threads  int
+	}{
+		{"all layers 1 thread", testSpec, 2, 11, 1},
+		{"all layers 3 threads", testSpec, 2, 11, 3},
+		{"no conv", `{"name":"flat","input_channels":3,"layers":[{"type":"energy"},{"type":"dense","units":4},
+			{"type":"relu"},{"type":"dense","units":"classes"}]}`, 3, 5, 2},
+		{"pool first, 5x5 pool", `{"name":"pool-first","layers":[{"type":"maxpool","kernel":2},{"type":"conv","filters":3,"kernel":3},
+			{"type":"relu"},{"type":"maxpool","kernel":5,"stride":1},{"type":"energy"},{"type":"dense","units":"classes"}]}`, 1, 16, 2},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := resolve(t, tc.spec, 3, tc.size)
+			m, err := New(r, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 5
+			ws, err := NewWorkspace(m, n, tc.threads)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rng := rand.New(rand.NewPCG(8, 9))
+			copy(ws.Input(n), randSlice(rng, n*r.In[0].Size(), 1))
+			labels := []int{0, 1, 2, 1, 0}
+			if _, _, err := ws.TrainBatch(n, labels, 42); err != nil {
+				t.Fatal(err)
+			}
+			grads := ws.Grads()
+			for i, p := range m.Params() {
+				g := append([]float32(nil), grads[i].T.Data...)
+				checkGrad(t, p.Name, p.T.Data, g, func() float64 { return modelLoss(ws, n, labels, 42) }, 1e-3, 2e-2, 60)
+			}
+		})
 	}
 }
 
