@@ -149,6 +149,11 @@ func (c *Client) Detach(ctx context.Context) error {
 	return c.doJSON(ctx, http.MethodDelete, protocol.DetachPath, nil, nil)
 }
 
+// UpdateHost is PATCH /api/v1/hosts/self: refreshed capabilities at start-up.
+func (c *Client) UpdateHost(ctx context.Context, req protocol.HostUpdateRequest) error {
+	return c.doJSON(ctx, http.MethodPatch, protocol.DetachPath, req, nil)
+}
+
 // RequestWork is POST /api/v1/work.
 func (c *Client) RequestWork(ctx context.Context, req protocol.WorkRequest) (*protocol.WorkResponse, error) {
 	var out protocol.WorkResponse

@@ -3,10 +3,12 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/texgrid/texgrid/volunteer-client/internal/cli"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
@@ -166,5 +168,55 @@ func TestParseSets(t *testing.T) {
 		if _, err := cli.ParseSets(bad); err == nil {
 			t.Errorf("ParseSets(%v) accepted", bad)
 		}
+	}
+}
+
+// TestRunServesLocalAPIAndStops runs the client in-process with no work queued: it
+// refreshes the host's description, serves the local API (status and prefs commands
+// work against it) and exits 0 when its context ends (SIGINT/SIGTERM in main).
+func TestRunServesLocalAPIAndStops(t *testing.T) {
+	t.Parallel()
+	dir, srv := attached(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan int, 1)
+	var errs bytes.Buffer
+	go func() {
+		done <- cli.Main(ctx, []string{"run", "--state-dir", dir, "--headless", "--cpu-limit", "70"}, &cli.Env{Stdout: io.Discard, Stderr: &errs, Getenv: func(string) string { return "" }})
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, out, _ := runCLI("status", "--state-dir", dir)
+		if code == 0 && strings.Contains(out, "CPU limit 70%") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never answered: %s\n%s", out, errs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, out, stderr := runCLI("prefs", "--state-dir", dir, "--set", "cpu_limit_percent=40", "--set", "time_window=22:00-07:00")
+	if code != 0 || !strings.Contains(out, `"cpu_limit_percent": 40`) || !strings.Contains(out, `"time_window": "22:00-07:00"`) {
+		t.Errorf("prefs --set: %d %s %s", code, out, stderr)
+	}
+	if code, _, stderr := runCLI("prefs", "--state-dir", dir, "--set", "cpu_limit_percent=0"); code != 1 || !strings.Contains(stderr, "cpu_limit_percent = 0") {
+		t.Errorf("prefs --set bad value: %d %s", code, stderr)
+	}
+	srv.Snapshot(func(s *fakeserver.Server) {
+		if len(s.Updates) != 1 || s.Updates[0].Cores < 1 || s.Updates[0].ClientVersion != cli.Version {
+			t.Errorf("host updates %+v, want one with cores and version", s.Updates)
+		}
+	})
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("run exited %d after cancel:\n%s", code, errs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not stop after its context ended")
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, prefs.OverrideName)); err != nil || !strings.Contains(string(b), "40") {
+		t.Errorf("local change not persisted: %s %v", b, err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/volunteer-client/internal/agent"
 	"github.com/texgrid/texgrid/volunteer-client/internal/apiclient"
 	"github.com/texgrid/texgrid/volunteer-client/internal/idle"
@@ -87,6 +88,14 @@ flags:
 	api, err := apiclient.New(id.Server, tok, Version)
 	if err != nil {
 		return err
+	}
+	uctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = api.UpdateHost(uctx, protocol.HostUpdateRequest{Cores: info.Cores, MemoryBytes: info.MemTotalBytes, GFLOPS: id.GFLOPS, ClientVersion: Version})
+	cancel()
+	if errors.Is(err, apiclient.ErrUnauthorized) {
+		return fmt.Errorf("%w: the server no longer knows this host; attach again", err)
+	} else if err != nil {
+		log.Warn("could not refresh the host's description", "err", err) // the loop retries the server anyway
 	}
 	var own ownThreads
 	cfg := agent.Config{

@@ -59,6 +59,7 @@ type Server struct {
 	Heartbeats   map[int64][]protocol.HeartbeatRequest
 	WorkRequests []protocol.WorkRequest
 	Registered   []protocol.RegisterHostRequest
+	Updates      []protocol.HostUpdateRequest
 	Detached     int
 	BlobGets     int
 }
@@ -277,6 +278,16 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		delete(s.hosts, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
 		s.Detached++
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	case p == protocol.DetachPath && r.Method == http.MethodPatch:
+		var req protocol.HostUpdateRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			writeErr(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+			return
+		}
+		s.mu.Lock()
+		s.Updates = append(s.Updates, req)
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
 	case p == protocol.APIPrefix+"/work" && r.Method == http.MethodPost:
