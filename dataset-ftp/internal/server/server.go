@@ -328,12 +328,15 @@ func (c *ctrlConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// closedByPeer waits up to wait for the peer's close; bytes that arrive instead are
-// kept for the next Read. Only the session's own goroutine calls it, between commands'
+// closedByPeer tells whether the peer closed the connection: a non-blocking peek where
+// the platform allows, else a read of up to wait whose bytes are kept for the next Read. Only the session's own goroutine calls it, between commands'
 // reads, so it never races with Read.
 func (c *ctrlConn) closedByPeer(wait time.Duration) bool {
 	if len(c.pending) > 0 {
 		return false
+	}
+	if closed, ok := peerClosed(c.Conn); ok {
+		return closed
 	}
 	c.Conn.SetReadDeadline(time.Now().Add(wait))
 	buf := make([]byte, 4096)
