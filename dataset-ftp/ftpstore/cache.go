@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
@@ -209,7 +210,36 @@ func (s *Store) Fetch(ctx context.Context, dataset string, imgs []manifest.Image
 	return nil
 }
 
+// shaLock serializes fetches of one file, so concurrent work units never write the
+// same partial download; refs counts holders and waiters.
+type shaLock struct {
+	mu   sync.Mutex
+	refs int
+}
+
+func (s *Store) lockSHA(sha string) func() {
+	s.mu.Lock()
+	l := s.busy[sha]
+	if l == nil {
+		l = &shaLock{}
+		s.busy[sha] = l
+	}
+	l.refs++
+	s.mu.Unlock()
+	l.mu.Lock()
+	return func() {
+		l.mu.Unlock()
+		s.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(s.busy, sha)
+		}
+		s.mu.Unlock()
+	}
+}
+
 func (s *Store) fetchOne(ctx context.Context, dataset string, im manifest.Image) error {
+	unlock := s.lockSHA(im.SHA256)
+	defer unlock()
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()

@@ -108,6 +108,7 @@ type Store struct {
 	total   int64
 	pins    map[string]int
 	closed  bool
+	busy    map[string]*shaLock // one fetch per sha256 at a time
 
 	bytes, fetched, hits, verifyFails, retries, reconnects, evictions atomic.Int64
 }
@@ -128,7 +129,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.DialFunc != nil && cfg.TLS != nil {
 		return nil, errors.New("ftpstore: DialFunc cannot be combined with TLS")
 	}
-	s := &Store{cfg: cfg, entries: map[string]*entry{}, pins: map[string]int{}}
+	s := &Store{cfg: cfg, entries: map[string]*entry{}, pins: map[string]int{}, busy: map[string]*shaLock{}}
 	if err := s.loadCache(); err != nil {
 		return nil, err
 	}

@@ -392,3 +392,39 @@ func TestOverTLSAndLoader(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestConcurrentFetches runs several work units' fetches of overlapping images at once;
+// each file is downloaded once and every cached file verifies.
+func TestConcurrentFetches(t *testing.T) {
+	t.Parallel()
+	env, m := serveKTH(t, 4)
+	s := open(t, env, ftpstore.Config{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			imgs := append([]manifest.Image(nil), m.Images[w:]...)
+			imgs = append(imgs, m.Images[:w]...)
+			errs <- s.Fetch(context.Background(), "kth", imgs)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	if st.FilesFetched != int64(len(m.Images)) || st.BytesDownloaded != totalSize(m.Images) || st.VerifyFailures != 0 {
+		t.Errorf("stats %+v: want each of %d files (%d bytes) downloaded once", st, len(m.Images), totalSize(m.Images))
+	}
+	if err := s.Fetch(context.Background(), "kth", m.Images); err != nil {
+		t.Fatal(err)
+	}
+	if st2 := s.Stats(); st2.VerifyFailures != 0 || st2.BytesDownloaded != st.BytesDownloaded {
+		t.Errorf("after the concurrent fetches the cache does not verify: %+v", st2)
+	}
+}

@@ -65,6 +65,7 @@ type candidate struct {
 type result struct {
 	img    manifest.Image
 	reason string
+	gone   bool // removed while indexing (deleted or replaced): leave it to the next run
 }
 
 // Dataset indexes <root>/<name> and writes <root>/<name>/manifest.json atomically.
@@ -186,6 +187,9 @@ func Dataset(ctx context.Context, root, name string, opt Options) (*manifest.Man
 		return nil, fmt.Errorf("index %s: %w", name, err)
 	}
 	for i, res := range results {
+		if res.gone {
+			continue
+		}
 		if res.reason != "" {
 			if err := quarantine(cands[i].rel, cands[i].info.Size(), res.reason); err != nil {
 				return nil, err
@@ -231,6 +235,9 @@ func examine(r *os.Root, c candidate, old *manifest.Manifest, opt Options) resul
 		}
 	}
 	b, err := r.ReadFile(c.rel)
+	if errors.Is(err, os.ErrNotExist) {
+		return result{gone: true}
+	}
 	if err != nil {
 		return result{reason: fmt.Sprintf("%s: %v", ReasonNotFile, err)}
 	}

@@ -198,6 +198,17 @@ func (c sizeCommand) Execute(sess *ftpserver.Session, param string) {
 	sess.WriteMessage(213, strconv.FormatInt(fi.Size(), 10))
 }
 
+// noActive refuses PORT, EPRT and LPRT: active mode makes the server connect to an
+// address the client names, which is an FTP bounce (request forgery) risk, and NAT
+// breaks it anyway. Passive mode (PASV, EPSV) is the only data mode.
+type noActive struct{ command }
+
+func (noActive) RequireAuth() bool { return false }
+
+func (noActive) Execute(sess *ftpserver.Session, param string) {
+	sess.WriteMessage(502, "Active mode is not supported; use PASV or EPSV")
+}
+
 // commands returns goftp's command table with the replacements, every entry tracked.
 func (s *Server) commands() map[string]ftpserver.Command {
 	cmds := map[string]ftpserver.Command{}
@@ -208,6 +219,9 @@ func (s *Server) commands() map[string]ftpserver.Command {
 	cmds["APPE"] = storCommand{s: s, appe: true}
 	cmds["RETR"] = retrCommand{s: s}
 	cmds["SIZE"] = sizeCommand{s: s}
+	for _, name := range []string{"PORT", "EPRT", "LPRT"} {
+		cmds[name] = noActive{}
+	}
 	for name, c := range cmds {
 		cmds[name] = tracked{name: name, inner: c, s: s}
 	}

@@ -243,6 +243,11 @@ func TestPassivePortsAndListings(t *testing.T) {
 	if code, _, _ := r.tp.ReadResponse(226); code != 226 {
 		t.Errorf("MLSD end: %d", code)
 	}
+	for _, line := range []string{"PORT 127,0,0,1,4,1", "EPRT |1|127.0.0.1|1025|"} {
+		if code, msg := r.cmd(t, line); code != 502 {
+			t.Errorf("%s: %d %s, want 502 (active mode refused)", line, code, msg)
+		}
+	}
 	code, msg = r.cmd(t, "PASV")
 	if code != 227 {
 		t.Fatalf("PASV: %d %s", code, msg)
