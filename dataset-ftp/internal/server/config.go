@@ -93,6 +93,7 @@ type Config struct {
 	TestFraction   float64   `json:"test_fraction"`    // share of images in the test split
 	IndexDelay     Duration  `json:"index_delay"`      // quiet time after the last write before a dataset is indexed
 	IdleTimeout    Duration  `json:"idle_timeout"`     // control and data connections idle longer are closed
+	PartialMaxAge  Duration  `json:"partial_max_age"`  // partial uploads older than this are removed at start; 0 = keep
 	Accounts       []Account `json:"accounts"`
 }
 
@@ -105,6 +106,7 @@ func Defaults() Config {
 		TestFraction:   data.DefaultTestFraction,
 		IndexDelay:     Duration(2 * time.Second),
 		IdleTimeout:    Duration(5 * time.Minute),
+		PartialMaxAge:  Duration(7 * 24 * time.Hour),
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/jlaffaye/ftp"
 
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
+	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 )
 
@@ -197,4 +198,33 @@ func TestRetrRest(t *testing.T) {
 		t.Errorf("REST beyond the end: %v, want 554", err)
 	}
 	_ = manifest.FileName
+}
+
+// TestStalePartialsRemovedAtStart: partial uploads older than partial_max_age are
+// removed when the server starts; recent ones stay resumable.
+func TestStalePartialsRemovedAtStart(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	dir := filepath.Join(root, "ds", "c")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old, fresh := filepath.Join(dir, ".old.png.part"), filepath.Join(dir, ".fresh.png.part")
+	for _, p := range []string{old, fresh} {
+		if err := os.WriteFile(p, []byte("half"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	long := time.Now().Add(-30 * 24 * time.Hour)
+	if err := os.Chtimes(old, long, long); err != nil {
+		t.Fatal(err)
+	}
+	env := ftptest.Start(t, func(c *server.Config) { c.Root = root })
+	env.WaitIndexed(t, "ds", nil) // the start-up scan has run once the dataset is indexed
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("stale partial kept: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("recent partial removed: %v", err)
+	}
 }

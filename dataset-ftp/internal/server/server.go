@@ -172,7 +172,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ftp, s.addr = srv, ln.Addr()
 	s.mu.Unlock()
 
-	s.scheduleUnindexed()
+	s.startupScan()
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSched()
 	schedDone := make(chan struct{})
@@ -214,26 +214,56 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return nil
 }
 
-// scheduleUnindexed queues the datasets on disk that have no manifest yet (copied in
-// by hand, or written while the server was down before indexing).
-func (s *Server) scheduleUnindexed() {
-	f, err := s.root.Open(".")
+// startupScan queues the datasets on disk that have no manifest yet (copied in by
+// hand, or written while the server was down before indexing) and removes partial
+// uploads older than PartialMaxAge, which nobody is going to resume.
+func (s *Server) startupScan() {
+	ents, err := readDir(s.root, ".")
 	if err != nil {
+		s.log.Error("startup scan", "err", err)
 		return
 	}
-	defer f.Close()
-	ents, err := f.ReadDir(-1)
-	if err != nil {
-		return
-	}
+	cutoff := time.Now().Add(-time.Duration(s.cfg.PartialMaxAge))
 	for _, e := range ents {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		if _, err := s.root.Lstat(e.Name() + "/" + manifest.FileName); errors.Is(err, os.ErrNotExist) {
-			s.sched.Touch(e.Name())
+		ds := e.Name()
+		if _, err := s.root.Lstat(ds + "/" + manifest.FileName); errors.Is(err, os.ErrNotExist) {
+			s.sched.Touch(ds)
+		}
+		if s.cfg.PartialMaxAge <= 0 {
+			continue
+		}
+		classes, _ := readDir(s.root, ds)
+		for _, c := range classes {
+			if !c.IsDir() || strings.HasPrefix(c.Name(), ".") {
+				continue
+			}
+			files, _ := readDir(s.root, ds+"/"+c.Name())
+			for _, f := range files {
+				name := f.Name()
+				if !strings.HasPrefix(name, partPrefix) || !strings.HasSuffix(name, partSuffix) || !f.Type().IsRegular() {
+					continue
+				}
+				if info, err := f.Info(); err == nil && info.ModTime().Before(cutoff) {
+					rel := ds + "/" + c.Name() + "/" + name
+					if err := s.root.Remove(rel); err == nil {
+						s.log.Info("removed stale partial upload", "path", "/"+rel, "bytes", info.Size(), "modified", info.ModTime())
+					}
+				}
+			}
 		}
 	}
+}
+
+func readDir(root *os.Root, name string) ([]os.DirEntry, error) {
+	f, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return f.ReadDir(-1)
 }
 
 // changed tells the scheduler that a dataset was written.
