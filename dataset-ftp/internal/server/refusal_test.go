@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"net/textproto"
 	"os"
@@ -271,3 +272,59 @@ func TestPassivePortsAndListings(t *testing.T) {
 		}
 	}
 }
+
+// TestParallelUploadsShareTheQuota starts two uploads by one account at once that
+// together exceed its quota: at most one may complete, and the stored bytes never
+// exceed the quota.
+func TestParallelUploadsShareTheQuota(t *testing.T) {
+	t.Parallel()
+	env := ftptest.Start(t, func(c *server.Config) { c.Accounts[1].QuotaBytes = 100 << 10 })
+	setup := dial(t, env, ftptest.Limited, ftptest.Password)
+	mkdirs(t, setup, "/bobs", "/bobs/c")
+	c1 := dial(t, env, ftptest.Limited, ftptest.Password)
+	c2 := dial(t, env, ftptest.Limited, ftptest.Password)
+	// Each writer sends 30 kB, waits until both have started, then sends 30 kB more.
+	started := make(chan struct{}, 2)
+	proceed := make(chan struct{})
+	body := func() io.Reader {
+		first := strings.NewReader(strings.Repeat("a", 30<<10))
+		return io.MultiReader(first, readerFunc(func(p []byte) (int, error) {
+			started <- struct{}{}
+			<-proceed
+			return 0, io.EOF
+		}), strings.NewReader(strings.Repeat("b", 30<<10)))
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- c1.Stor("/bobs/c/one.bin", body()) }()
+	go func() { errs <- c2.Stor("/bobs/c/two.bin", body()) }()
+	<-started
+	<-started
+	close(proceed)
+	var ok, refused int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case replyCode(err) == 552:
+			refused++
+		default:
+			t.Errorf("upload: %v", err)
+		}
+	}
+	if ok > 1 || refused < 1 {
+		t.Errorf("%d uploads completed and %d were refused; the quota fits one", ok, refused)
+	}
+	var stored int64
+	for _, n := range []string{"one.bin", "two.bin"} {
+		if fi, err := os.Stat(filepath.Join(env.Root, "bobs/c", n)); err == nil {
+			stored += fi.Size()
+		}
+	}
+	if stored > 100<<10 {
+		t.Errorf("%d bytes stored over a %d byte quota", stored, 100<<10)
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }

@@ -15,16 +15,17 @@ import (
 // commit renames it to the final name, so a dropped connection leaves at most a
 // partial file that the indexer never sees and that REST + STOR can resume.
 type upload struct {
-	s      *Server
-	t      target
-	user   string
-	part   string
-	f      *os.File
-	offset int64 // bytes already in the partial file
-	total  int64
-	quota  int64 // bytes the account may still store; -1 = unlimited
-	closed bool
-	begun  bool // registered with the scheduler and the busy set
+	s        *Server
+	t        target
+	user     string
+	part     string
+	f        *os.File
+	offset   int64 // bytes already in the partial file
+	total    int64
+	quota    int64 // the account's quota; 0 = unlimited
+	reserved int64 // bytes claimed in the ledger for this upload
+	closed   bool
+	begun    bool // registered with the scheduler and the busy set
 }
 
 // beginUpload checks the target, enforces the limits it can check before any byte
@@ -66,13 +67,11 @@ func (s *Server) beginUpload(ctx *ftpserver.Context, vpath string, offset int64,
 }
 
 func (s *Server) openUpload(t target, offset int64, appe bool) (*upload, error) {
-	up := &upload{s: s, t: t, user: t.acct.Name, part: partName(t.rel), quota: -1}
-	if q := t.acct.QuotaBytes; q > 0 {
-		up.quota = q - s.ledger.Used(up.user)
-		if up.quota <= 0 {
-			return nil, fmt.Errorf("%s has used its %d bytes: %w", up.user, q, ErrQuota)
-		}
+	up := &upload{s: s, t: t, user: t.acct.Name, part: partName(t.rel), quota: t.acct.QuotaBytes}
+	if up.quota > 0 && !s.ledger.Reserve(up.user, 1, up.quota) {
+		return nil, fmt.Errorf("%s has used its %d bytes: %w", up.user, up.quota, ErrQuota)
 	}
+	s.ledger.Release(up.user, 1)
 	partSize := int64(-1)
 	if fi, err := s.root.Lstat(up.part); err == nil && fi.Mode().IsRegular() {
 		partSize = fi.Size()
@@ -116,10 +115,12 @@ func (s *Server) openUpload(t target, offset int64, appe bool) (*upload, error) 
 		return nil, fmt.Errorf("/%s: %w", up.part, err)
 	}
 	up.offset, up.total = offset, offset
-	if up.quota >= 0 && offset > up.quota {
-		up.fail(ErrQuota)
-		return nil, fmt.Errorf("%s: %w", up.user, ErrQuota)
+	if !s.ledger.Reserve(up.user, offset, up.quota) {
+		err := fmt.Errorf("%s: resuming %d bytes: %w", up.user, offset, ErrQuota)
+		up.fail(err)
+		return nil, err
 	}
+	up.reserved = offset
 	return up, nil
 }
 
@@ -166,9 +167,10 @@ func (up *upload) receive(r io.Reader, closeData func()) (int64, error) {
 			if max := up.s.cfg.MaxUploadBytes; max > 0 && up.total > max {
 				return n, fmt.Errorf("/%s: %w (%d bytes)", up.t.rel, ErrTooLarge, max)
 			}
-			if up.quota >= 0 && up.total > up.quota {
-				return n, fmt.Errorf("%s: %w (%d bytes)", up.user, ErrQuota, up.t.acct.QuotaBytes)
+			if !up.s.ledger.Reserve(up.user, int64(k), up.quota) {
+				return n, fmt.Errorf("%s: %w (%d bytes)", up.user, ErrQuota, up.quota)
 			}
+			up.reserved += int64(k)
 			if _, err := up.f.Write(buf[:k]); err != nil {
 				return n, fmt.Errorf("/%s: %w", up.part, err)
 			}
@@ -190,6 +192,7 @@ func (up *upload) fail(err error) {
 	}
 	up.closed = true
 	up.f.Close()
+	up.s.ledger.Release(up.user, up.reserved)
 	keep := errors.Is(err, ErrAborted)
 	if !keep {
 		up.s.root.Remove(up.part)
@@ -203,7 +206,10 @@ func (up *upload) fail(err error) {
 // commit makes the upload visible under its name and records it for the quota.
 func (up *upload) commit() error {
 	up.closed = true
-	defer up.finish()
+	defer func() {
+		up.s.ledger.Release(up.user, up.reserved) // after Put: the bytes move from reserved to used
+		up.finish()
+	}()
 	if err := up.f.Sync(); err != nil {
 		up.f.Close()
 		return fmt.Errorf("/%s: %w", up.part, err)

@@ -19,11 +19,12 @@ const usageFile = "usage.log"
 // the indexer moves to quarantine keeps counting against its uploader until it is
 // deleted or replaced.
 type ledger struct {
-	root  *os.Root
-	mu    sync.Mutex
-	files map[string]ledgerEntry
-	used  map[string]int64
-	f     *os.File
+	root     *os.Root
+	mu       sync.Mutex
+	files    map[string]ledgerEntry
+	used     map[string]int64
+	reserved map[string]int64 // bytes of uploads in progress, so parallel uploads share one quota
+	f        *os.File
 }
 
 type ledgerEntry struct {
@@ -32,7 +33,7 @@ type ledgerEntry struct {
 }
 
 func openLedger(root *os.Root) (*ledger, error) {
-	l := &ledger{root: root, files: map[string]ledgerEntry{}, used: map[string]int64{}}
+	l := &ledger{root: root, files: map[string]ledgerEntry{}, used: map[string]int64{}, reserved: map[string]int64{}}
 	if err := root.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("usage ledger: %w", err)
 	}
@@ -121,6 +122,27 @@ func (l *ledger) Used(user string) int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.used[user]
+}
+
+// Reserve claims n more bytes for an upload in progress by user; it refuses (and
+// claims nothing) if stored plus reserved bytes would exceed quota (0 = no quota).
+func (l *ledger) Reserve(user string, n, quota int64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if quota > 0 && l.used[user]+l.reserved[user]+n > quota {
+		return false
+	}
+	l.reserved[user] += n
+	return true
+}
+
+// Release returns n reserved bytes (the upload ended, or was committed with Put).
+func (l *ledger) Release(user string, n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reserved[user] -= n; l.reserved[user] <= 0 {
+		delete(l.reserved, user)
+	}
 }
 
 // Size returns the recorded size of p, or -1.
