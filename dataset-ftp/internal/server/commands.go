@@ -12,7 +12,9 @@ import (
 
 // The server replaces goftp's STOR, APPE, RETR and SIZE to give precise reply codes (552
 // for limits, 553 for names and paths), to write uploads through a partial file, and
-// to stop transfers that stall. Every command is wrapped to remember the previous one,
+// to close a data connection that stalls past the idle timeout. (goftp's passive
+// socket holds a lock while it reads or writes, so that close takes effect when the
+// blocked call returns; a vanished peer is detected by TCP keepalive.) Every command is wrapped to remember the previous one,
 // because a REST offset applies only to the command right after it.
 
 const (

@@ -68,10 +68,12 @@ func (s *Server) beginUpload(ctx *ftpserver.Context, vpath string, offset int64,
 
 func (s *Server) openUpload(t target, offset int64, appe bool) (*upload, error) {
 	up := &upload{s: s, t: t, user: t.acct.Name, part: partName(t.rel), quota: t.acct.QuotaBytes}
-	if up.quota > 0 && !s.ledger.Reserve(up.user, 1, up.quota) {
-		return nil, fmt.Errorf("%s has used its %d bytes: %w", up.user, up.quota, ErrQuota)
+	if up.quota > 0 {
+		if !s.ledger.Reserve(up.user, 1, up.quota) {
+			return nil, fmt.Errorf("%s has used its %d bytes: %w", up.user, up.quota, ErrQuota)
+		}
+		s.ledger.Release(up.user, 1)
 	}
-	s.ledger.Release(up.user, 1)
 	partSize := int64(-1)
 	if fi, err := s.root.Lstat(up.part); err == nil && fi.Mode().IsRegular() {
 		partSize = fi.Size()
