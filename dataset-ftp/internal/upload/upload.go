@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/textproto"
 	"os"
 	"path"
@@ -32,6 +33,8 @@ type Options struct {
 	Retries              int         // attempts per file after a failure; default 3
 	Timeout              time.Duration
 	Log                  *slog.Logger
+	// DialFunc, if set, opens the connections (plain FTP only; for tests and proxies).
+	DialFunc func(network, address string) (net.Conn, error)
 }
 
 // Result counts what an upload did.
@@ -163,6 +166,8 @@ func (u *uploader) connect(ctx context.Context) (*ftp.ServerConn, error) {
 	opts := []ftp.DialOption{ftp.DialWithContext(ctx), ftp.DialWithTimeout(u.opt.Timeout), ftp.DialWithShutTimeout(u.opt.Timeout)}
 	if u.opt.TLS != nil {
 		opts = append(opts, ftp.DialWithExplicitTLS(u.opt.TLS))
+	} else if u.opt.DialFunc != nil {
+		opts = append(opts, ftp.DialWithDialFunc(u.opt.DialFunc))
 	}
 	c, err := ftp.Dial(u.opt.Addr, opts...)
 	if err != nil {
@@ -228,7 +233,7 @@ func (u *uploader) file(ctx context.Context, f localFile, res *Result, bar *prog
 		if attempt > 0 {
 			u.opt.Log.Warn("upload: retrying", "file", remote, "attempt", attempt, "err", lastErr)
 			select {
-			case <-time.After(time.Duration(attempt) * 500 * time.Millisecond):
+			case <-time.After(time.Duration(attempt) * 200 * time.Millisecond):
 			case <-ctx.Done():
 				return ctx.Err()
 			}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,5 +91,77 @@ func TestTreeRefused(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(env.Root, "bobs-not")); !os.IsNotExist(err) {
 		t.Errorf("a refused upload created the dataset: %v", err)
+	}
+}
+
+// cutDialer resets the first data connection after it has carried after bytes from the
+// client, as a dropped link does mid-upload.
+type cutDialer struct {
+	ctrl  string
+	after int64
+	done  bool
+}
+
+func (d *cutDialer) dial(network, addr string) (net.Conn, error) {
+	c, err := net.Dial(network, addr)
+	if err != nil || addr == d.ctrl || d.done {
+		return c, err
+	}
+	d.done = true
+	return &cutConn{TCPConn: c.(*net.TCPConn), left: d.after}, nil
+}
+
+type cutConn struct {
+	*net.TCPConn
+	left int64
+}
+
+// ReadFrom hides TCPConn's, which would send the file with sendfile around Write.
+func (c *cutConn) ReadFrom(r io.Reader) (int64, error) {
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.left {
+		n, _ := c.TCPConn.Write(p[:c.left])
+		c.left = 0
+		c.TCPConn.SetLinger(0)
+		c.TCPConn.Close()
+		return n, errors.New("test: connection reset")
+	}
+	c.left -= int64(len(p))
+	return c.TCPConn.Write(p)
+}
+
+// TestTreeRecoversFromDroppedConnection cuts the upload of the first file halfway: the
+// client reconnects, asks the server how much arrived and sends only the rest.
+func TestTreeRecoversFromDroppedConnection(t *testing.T) {
+	t.Parallel()
+	src := filepath.Join(ftptest.SharedData(t, "kylberg6"), "cushion1", "cushion1-a-p001.png")
+	body, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(t.TempDir(), "cut")
+	os.MkdirAll(filepath.Join(local, "cushion1"), 0o755)
+	if err := os.WriteFile(filepath.Join(local, "cushion1", "x.png"), body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := ftptest.Start(t)
+	d := &cutDialer{ctrl: env.Addr, after: int64(len(body) / 2)}
+	res, err := upload.Tree(context.Background(), local, upload.Options{Addr: env.Addr, User: ftptest.Uploader,
+		Password: ftptest.Password, DialFunc: d.dial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != 1 || res.Files != 0 {
+		t.Errorf("result %+v, want the file resumed", res)
+	}
+	if res.Bytes >= int64(len(body))*3/2 {
+		t.Errorf("sent %d bytes for a %d byte file: the retry started over", res.Bytes, len(body))
+	}
+	got, err := os.ReadFile(filepath.Join(env.Root, "cut", "cushion1", "x.png"))
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("server copy: %d bytes (%v), want an exact %d", len(got), err, len(body))
 	}
 }
