@@ -98,9 +98,10 @@ type Stats struct {
 type Store struct {
 	cfg Config
 
-	connMu sync.Mutex // guards conn and serializes FTP commands
-	conn   *ftp.ServerConn
-	dials  int
+	connMu  sync.Mutex // guards conn and serializes FTP commands
+	conn    *ftp.ServerConn
+	dials   int
+	lastUse time.Time
 
 	mu      sync.Mutex // guards the cache index
 	entries map[string]*entry
@@ -167,7 +168,14 @@ func (s *Store) Stats() Stats {
 // connect returns the live control connection, dialling and logging in if needed.
 // The caller holds connMu.
 func (s *Store) connect(ctx context.Context) (*ftp.ServerConn, error) {
+	if s.conn != nil && time.Since(s.lastUse) > idleCheck {
+		// The server closes idle control connections; check before relying on it.
+		if err := s.conn.NoOp(); err != nil {
+			s.drop()
+		}
+	}
 	if s.conn != nil {
+		s.lastUse = time.Now()
 		return s.conn, nil
 	}
 	opts := []ftp.DialOption{ftp.DialWithContext(ctx), ftp.DialWithTimeout(s.cfg.Timeout), ftp.DialWithShutTimeout(s.cfg.Timeout)}
@@ -193,8 +201,12 @@ func (s *Store) connect(ctx context.Context) (*ftp.ServerConn, error) {
 	}
 	s.dials++
 	s.conn = c
+	s.lastUse = time.Now()
 	return c, nil
 }
+
+// idleCheck is how long the control connection may sit unused before a NOOP checks it.
+const idleCheck = 30 * time.Second
 
 // drop closes a control connection that failed, so the next command reconnects.
 func (s *Store) drop() {

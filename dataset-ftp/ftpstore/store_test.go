@@ -16,6 +16,7 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/ftpstore"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/index"
+	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/trainer/data"
 )
@@ -426,5 +427,20 @@ func TestConcurrentFetches(t *testing.T) {
 	}
 	if st2 := s.Stats(); st2.VerifyFailures != 0 || st2.BytesDownloaded != st.BytesDownloaded {
 		t.Errorf("after the concurrent fetches the cache does not verify: %+v", st2)
+	}
+}
+
+// TestReconnectsAfterServerIdleTimeout: the server drops the idle control connection;
+// the next fetch reconnects and succeeds.
+func TestReconnectsAfterServerIdleTimeout(t *testing.T) {
+	t.Parallel()
+	env, m := serveKTH(t, 1, func(c *server.Config) { c.IdleTimeout = server.Duration(100 * time.Millisecond) })
+	s := open(t, env, ftpstore.Config{})
+	time.Sleep(400 * time.Millisecond)
+	if err := s.Fetch(context.Background(), "kth", m.Images[:1]); err != nil {
+		t.Fatalf("fetch after the server closed the idle connection: %v", err)
+	}
+	if st := s.Stats(); st.Reconnects != 1 || st.FilesFetched != 1 {
+		t.Errorf("stats %+v, want one reconnect", st)
 	}
 }
