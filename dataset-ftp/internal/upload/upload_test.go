@@ -165,3 +165,30 @@ func TestTreeRecoversFromDroppedConnection(t *testing.T) {
 		t.Fatalf("server copy: %d bytes (%v), want an exact %d", len(got), err, len(body))
 	}
 }
+
+// TestTreeOverFTPS uploads to a server that requires TLS.
+func TestTreeOverFTPS(t *testing.T) {
+	t.Parallel()
+	env := ftptest.Start(t, ftptest.WithTLS(t, true))
+	local := filepath.Join(t.TempDir(), "secure")
+	os.MkdirAll(filepath.Join(local, "c"), 0o755)
+	src := filepath.Join(ftptest.SharedData(t, "kth-tips-grey"), "cotton")
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents[:3] {
+		b, _ := os.ReadFile(filepath.Join(src, e.Name()))
+		os.WriteFile(filepath.Join(local, "c", e.Name()), b, 0o644)
+	}
+	opt := upload.Options{Addr: env.Addr, User: ftptest.Uploader, Password: ftptest.Password, Retries: 1}
+	if _, err := upload.Tree(context.Background(), local, opt); err == nil {
+		t.Error("a plain-text upload to a TLS-only server succeeded")
+	}
+	opt.TLS = env.ClientTLS(t)
+	res, err := upload.Tree(context.Background(), local, opt)
+	if err != nil || res.Files != 3 {
+		t.Fatalf("upload over TLS: %+v, %v", res, err)
+	}
+	env.WaitIndexed(t, "secure", ftptest.Images(3))
+}
