@@ -608,10 +608,14 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 
 // throttle duty-cycles training like BOINC's CPU throttling: after a batch that took
 // busy wall time, it sleeps busy x (100 - limit) / limit, so that busy / (busy + sleep)
-// equals the limit over the run whatever the batch size. On an idle machine the
-// process's CPU time share is then the limit; on a busy one it is lower, never higher.
+// equals the limit over the run whatever the batch size. Sleeps overshoot (timer slack,
+// waiting for a CPU after waking on a busy machine); the overshoot is carried over and
+// taken off the next sleep, so it does not pull the share below the limit. On an idle
+// machine the process's CPU time share is then the limit; on a busy one it is lower,
+// never higher.
 type throttle struct {
 	wall time.Time
+	over time.Duration // slept beyond what was asked, to take off the next sleep
 }
 
 func newThrottle() *throttle { return &throttle{} }
@@ -620,10 +624,19 @@ func (t *throttle) begin() { t.wall = time.Now() }
 
 func (t *throttle) end(ctx context.Context, limit int) error {
 	if limit >= 100 || limit <= 0 {
+		t.over = 0
 		return nil
 	}
 	busy := time.Since(t.wall)
-	return backoff.Sleep(ctx, busy*time.Duration(100-limit)/time.Duration(limit))
+	need := busy*time.Duration(100-limit)/time.Duration(limit) - t.over
+	if need <= 0 {
+		t.over = -need
+		return nil
+	}
+	start := time.Now()
+	err := backoff.Sleep(ctx, need)
+	t.over = min(time.Since(start)-need, time.Second)
+	return err
 }
 
 // verifyFile checks a file against its sha256.
