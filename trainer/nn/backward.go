@@ -223,7 +223,7 @@ func (ws *Workspace) trunkBackward(w *worker, grads [][]float32, s int, dE []flo
 			if i == stop {
 				dx = nil
 			}
-			convBackward(l, m.params[l.w].T.Data, x, dy, grads[l.w], grads[l.b], dx, w.cols, w.dcols, w.planes)
+			convBackward(l, m.params[l.w].T.Data, x, dy, grads[l.w], grads[l.b], dx, w.cols, w.dcols, w.planes, w.dplanes)
 		}
 		dy = dx
 		next = 1 - next

@@ -63,3 +63,5 @@ func benchModel(b *testing.B, name string, threads int, train bool) {
 func BenchmarkTrainSmall2(b *testing.B) { benchModel(b, "tcnn-small", 2, true) }
 func BenchmarkInferSmall2(b *testing.B) { benchModel(b, "tcnn-small", 2, false) }
 func BenchmarkTrainSmall1(b *testing.B) { benchModel(b, "tcnn-small", 1, true) }
+
+func BenchmarkTrainTcnn3(b *testing.B) { benchModel(b, "tcnn3", 2, true) }

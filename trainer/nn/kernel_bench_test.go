@@ -31,15 +31,29 @@ func BenchmarkKernels(b *testing.B) {
 		planes := make([]float32, phaseSize(l))
 		y := make([]float32, l.out.Size())
 		w := make([]float32, l.Filters*l.in.C*l.Kernel*l.Kernel)
-		f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
+		f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, chunkRows(l)*l.out.W
 		b.Run(c.name+"/im2col", func(b *testing.B) {
+			toPhases(l, x, planes)
 			for b.Loop() {
-				im2col(l, x, cols, planes)
+				for oy0 := 0; oy0 < l.out.H; oy0 += chunkRows(l) {
+					oy1 := min(l.out.H, oy0+chunkRows(l))
+					im2colRows(l, planes, cols, oy0, oy1)
+				}
 			}
 		})
-		b.Run(c.name+"/col2im", func(b *testing.B) {
+		b.Run(c.name+"/conv-fwd", func(b *testing.B) {
+			bias := make([]float32, l.Filters)
 			for b.Loop() {
-				col2im(l, cols, x, planes)
+				convForward(l, w, bias, x, y, cols, planes, false)
+			}
+		})
+		b.Run(c.name+"/conv-bwd", func(b *testing.B) {
+			gb := make([]float32, l.Filters)
+			gw := make([]float32, len(w))
+			dcols := make([]float32, len(cols))
+			dplanes := make([]float32, len(planes))
+			for b.Loop() {
+				convBackward(l, w, x, y, gw, gb, x, cols, dcols, planes, dplanes)
 			}
 		})
 		b.Run(c.name+"/gemm-fwd", func(b *testing.B) {

@@ -10,37 +10,56 @@ import (
 // The per-sample kernels below work on one sample's CHW slice; the Workspace owns the
 // buffers and decides which goroutine runs which sample.
 
-// colsSize is the im2col matrix size of a conv layer: (Cin*k*k) x (OH*OW).
+// chunkFloats is about how many floats of im2col matrix one GEMM works on: the output
+// rows of a conv are processed in chunks of that size, which bounds the scratch memory
+// of wide layers (tcnn3's conv2 would need 9 MB per worker) and keeps the patch matrix
+// in the core's L2 cache. Measured on tcnn-small, 1 MB chunks are as fast as whole
+// matrices; much smaller ones slow the GEMMs down.
+var chunkFloats = 256 << 10
+
+// chunkRows returns how many output rows go into one im2col chunk of layer l.
+func chunkRows(l *layerInfo) int {
+	k := l.in.C * l.Kernel * l.Kernel
+	return max(1, min(l.out.H, chunkFloats/(k*l.out.W)))
+}
+
+// colsSize is the size of one im2col chunk of layer l: (Cin*k*k) x (rows*OW).
 func colsSize(l *layerInfo) int {
-	return l.in.C * l.Kernel * l.Kernel * l.out.H * l.out.W
+	return l.in.C * l.Kernel * l.Kernel * chunkRows(l) * l.out.W
 }
 
 // convForward computes y = W * im2col(x) + b, followed by max(0, .) when fuseReLU.
 // The bias is written first and the product added to it, which saves the pass over y
 // that a separate bias addition (or the BLAS zeroing y for beta = 0) would cost.
+// cols holds one chunk of the patch matrix, planes the phase planes of x.
 func convForward(l *layerInfo, wt, b, x, y, cols, planes []float32, fuseReLU bool) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
-	cols = cols[:k*p]
-	im2col(l, x, cols, planes)
+	toPhases(l, x, planes)
 	for i := 0; i < f; i++ {
 		row, bi := y[i*p:(i+1)*p], b[i]
 		for j := range row {
 			row[j] = bi
 		}
 	}
-	gemm.MatMul(false, false, f, p, k, wt, k, cols, p, 1, y, p)
+	rows, oh, ow := chunkRows(l), l.out.H, l.out.W
+	for oy0 := 0; oy0 < oh; oy0 += rows {
+		oy1 := min(oh, oy0+rows)
+		pc := (oy1 - oy0) * ow
+		c := cols[:k*pc]
+		im2colRows(l, planes, c, oy0, oy1)
+		gemm.MatMul(false, false, f, pc, k, wt, k, c, pc, 1, y[oy0*ow:], p)
+	}
 	if fuseReLU {
 		relu(y[:f*p])
 	}
 }
 
 // convBackward adds this sample's weight and bias gradients into gw and gb and, when dx
-// is not nil, writes the input gradient. cols and dcols are scratch space.
-func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols, planes []float32) {
+// is not nil, writes the input gradient. cols and dcols hold one chunk of the patch
+// matrix and its gradient; planes and dplanes the phase planes of x and of dx.
+func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols, planes, dplanes []float32) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
-	cols = cols[:k*p]
-	im2col(l, x, cols, planes)
-	gemm.MatMul(false, true, f, k, p, dy, p, cols, p, 1, gw, k)
+	toPhases(l, x, planes)
 	for i := 0; i < f; i++ {
 		var s float32
 		for _, v := range dy[i*p : (i+1)*p] {
@@ -48,12 +67,25 @@ func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols, planes []flo
 		}
 		gb[i] += s
 	}
-	if dx == nil {
-		return
+	if dx != nil {
+		clear(dplanes[:phaseSize(l)])
 	}
-	dcols = dcols[:k*p]
-	gemm.MatMul(true, false, k, p, f, wt, k, dy, p, 0, dcols, p)
-	col2im(l, dcols, dx, planes)
+	rows, oh, ow := chunkRows(l), l.out.H, l.out.W
+	for oy0 := 0; oy0 < oh; oy0 += rows {
+		oy1 := min(oh, oy0+rows)
+		pc := (oy1 - oy0) * ow
+		c := cols[:k*pc]
+		im2colRows(l, planes, c, oy0, oy1)
+		gemm.MatMul(false, true, f, k, pc, dy[oy0*ow:], p, c, pc, 1, gw, k)
+		if dx != nil {
+			dc := dcols[:k*pc]
+			gemm.MatMul(true, false, k, pc, f, wt, k, dy[oy0*ow:], p, 0, dc, pc)
+			col2imRows(l, dc, dplanes, oy0, oy1)
+		}
+	}
+	if dx != nil {
+		fromPhases(l, dplanes, dx)
+	}
 }
 
 // Convolutions gather their patches from "phase planes": the zero-padded input split
@@ -126,22 +158,21 @@ func fromPhases(l *layerInfo, planes, dx []float32) {
 	}
 }
 
-// im2col lays out every k x k input patch as a column: cols[(c*k+ki)*k+kj][oy*OW+ox].
-// planes is scratch space of phaseSize(l).
-func im2col(l *layerInfo, x, cols, planes []float32) {
-	toPhases(l, x, planes)
+// im2colRows lays out the k x k input patches of output rows [oy0, oy1) as columns:
+// cols[(c*k+ki)*k+kj][(oy-oy0)*OW+ox], reading the phase planes made by toPhases.
+func im2colRows(l *layerInfo, planes, cols []float32, oy0, oy1 int) {
 	c, k, s := l.in.C, l.Kernel, l.Stride
-	oh, ow := l.out.H, l.out.W
+	ow := l.out.W
 	ph, pw := phaseDims(l)
-	p := oh * ow
+	p := (oy1 - oy0) * ow
 	for ci := 0; ci < c; ci++ {
 		for ki := 0; ki < k; ki++ {
 			for kj := 0; kj < k; kj++ {
 				row := cols[((ci*k+ki)*k+kj)*p:][:p]
 				plane := planes[((ci*s+ki%s)*s+kj%s)*ph*pw:][:ph*pw]
-				at := (ki/s)*pw + kj/s
-				for oy := 0; oy < oh; oy++ {
-					copy(row[oy*ow:(oy+1)*ow], plane[at:at+ow])
+				at := (oy0+ki/s)*pw + kj/s
+				for o := 0; o < p; o += ow {
+					copy(row[o:o+ow], plane[at:at+ow])
 					at += pw
 				}
 			}
@@ -149,22 +180,21 @@ func im2col(l *layerInfo, x, cols, planes []float32) {
 	}
 }
 
-// col2im is the adjoint of im2col: it sums every column entry back into dx.
-func col2im(l *layerInfo, cols, dx, planes []float32) {
+// col2imRows is the adjoint of im2colRows: it adds every column entry into the phase
+// planes of the input gradient (fromPhases turns them into dx).
+func col2imRows(l *layerInfo, cols, planes []float32, oy0, oy1 int) {
 	c, k, s := l.in.C, l.Kernel, l.Stride
-	oh, ow := l.out.H, l.out.W
+	ow := l.out.W
 	ph, pw := phaseDims(l)
-	p := oh * ow
-	planes = planes[:phaseSize(l)]
-	clear(planes)
+	p := (oy1 - oy0) * ow
 	for ci := 0; ci < c; ci++ {
 		for ki := 0; ki < k; ki++ {
 			for kj := 0; kj < k; kj++ {
 				row := cols[((ci*k+ki)*k+kj)*p:][:p]
 				plane := planes[((ci*s+ki%s)*s+kj%s)*ph*pw:][:ph*pw]
-				at := (ki/s)*pw + kj/s
-				for oy := 0; oy < oh; oy++ {
-					d, src := plane[at:at+ow], row[oy*ow:(oy+1)*ow]
+				at := (oy0+ki/s)*pw + kj/s
+				for o := 0; o < p; o += ow {
+					d, src := plane[at:at+ow], row[o:o+ow]
 					for i, v := range src {
 						d[i] += v
 					}
@@ -173,7 +203,6 @@ func col2im(l *layerInfo, cols, dx, planes []float32) {
 			}
 		}
 	}
-	fromPhases(l, planes, dx)
 }
 
 // addTo adds src into dst element-wise; len(dst) >= len(src).

@@ -94,6 +94,8 @@ func TestConvBackward(t *testing.T) {
 		{"k11s4p2 like conv1", 1, 23, 2, 11, 4, 2, true},
 		{"k2s3p0 gaps", 2, 10, 3, 2, 3, 0, true},
 		{"no input grad", 2, 6, 3, 3, 1, 0, false},
+		{"several im2col chunks", 8, 40, 3, 5, 1, 2, true},
+		{"several strided chunks", 3, 90, 2, 7, 3, 1, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -107,6 +109,11 @@ func TestConvBackward(t *testing.T) {
 			wt := randSlice(rng, tc.f*kk, 0.5)
 			b := randSlice(rng, tc.f, 0.5)
 			r := randSlice(rng, l.out.Size(), 1)
+			if tc.name == "several im2col chunks" || tc.name == "several strided chunks" {
+				if r := chunkRows(l); r >= l.out.H {
+					t.Fatalf("one chunk of %d rows covers all %d output rows", r, l.out.H)
+				}
+			}
 			cols := make([]float32, colsSize(l))
 			planes := make([]float32, phaseSize(l))
 			y := make([]float32, l.out.Size())
@@ -120,7 +127,7 @@ func TestConvBackward(t *testing.T) {
 			if tc.withDX {
 				dx = make([]float32, len(x))
 			}
-			convBackward(l, wt, x, r, gw, gb, dx, cols, make([]float32, len(cols)), planes)
+			convBackward(l, wt, x, r, gw, gb, dx, cols, make([]float32, len(cols)), planes, make([]float32, len(planes)))
 			checkGrad(t, "dW", wt, gw, loss, 1e-2, 2e-3, 200)
 			checkGrad(t, "db", b, gb, loss, 1e-2, 2e-3, 200)
 			if tc.withDX {

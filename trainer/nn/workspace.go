@@ -44,11 +44,12 @@ const maxChunks = 8
 
 // worker is one goroutine's scratch space for the per-sample trunk.
 type worker struct {
-	cols   []float32 // im2col of one sample for the largest conv
-	planes []float32 // phase planes of one conv input
-	dcols  []float32 // gradient of cols
-	dA     []float32 // per-sample activation gradients, ping-pong
-	dB     []float32 //
+	cols    []float32 // im2col of one sample for the largest conv
+	planes  []float32 // phase planes of one conv input
+	dplanes []float32 // phase planes of one conv input gradient
+	dcols   []float32 // gradient of cols
+	dA      []float32 // per-sample activation gradients, ping-pong
+	dB      []float32 //
 }
 
 // NewWorkspace allocates the inference buffers for batches of up to batch samples run
@@ -107,7 +108,7 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 	}
 	ws.workers = make([]*worker, threads)
 	for w := range ws.workers {
-		ws.workers[w] = &worker{cols: make([]float32, cols), planes: make([]float32, planes)}
+		ws.workers[w] = &worker{cols: make([]float32, cols), planes: make([]float32, planes), dplanes: make([]float32, planes)}
 	}
 	return ws, nil
 }
