@@ -53,7 +53,7 @@ def build(spec, classes, size):
             flops += 2 * units * c
             c = units
         elif t == "dropout":
-            layers.append(nn.Dropout(l.get("rate", 0.5)))
+            layers.append(nn.Dropout(l.get("rate", 0.0)))
         else:
             raise SystemExit("unknown layer type %r" % t)
     return nn.Sequential(*layers), flops

@@ -12,6 +12,17 @@ import (
 // shippedSpec loads configs/models/<name>.json from the module root.
 func shippedSpec(b testing.TB, name string) *spec.Spec {
 	b.Helper()
+	s, err := spec.Load(filepath.Join(filepath.Dir(shippedSpecPath(b)), name+".json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+// shippedSpecPath returns the path of configs/models/tcnn-small.json, found by walking
+// up to the module root.
+func shippedSpecPath(b testing.TB) string {
+	b.Helper()
 	dir, _ := os.Getwd()
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
@@ -23,11 +34,7 @@ func shippedSpec(b testing.TB, name string) *spec.Spec {
 		}
 		dir = parent
 	}
-	s, err := spec.Load(filepath.Join(dir, "configs", "models", name+".json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
+	return filepath.Join(dir, "configs", "models", "tcnn-small.json")
 }
 
 func benchModel(b *testing.B, name string, threads int, train bool) {
