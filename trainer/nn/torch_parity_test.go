@@ -126,13 +126,12 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 	}
 	compare("logits", logits, got[:n*classes])
 	at := n * classes
-	for i, g := range ws.Grads() {
+	for _, g := range ws.Grads() {
 		if at+len(g.T.Data) > len(got) {
 			t.Fatalf("PyTorch returned %d values, fewer than the gradients need", len(got))
 		}
 		compare("grad "+g.Name, g.T.Data, got[at:at+len(g.T.Data)])
 		at += len(g.T.Data)
-		_ = i
 	}
 	if at != len(got) {
 		t.Fatalf("PyTorch returned %d values, want %d", len(got), at)
