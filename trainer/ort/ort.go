@@ -155,8 +155,8 @@ func dimString(ds []onnx.Dim) string {
 	return strings.Join(s, ",")
 }
 
-// Softmax turns logits [N, C] into probabilities in place-safe fashion: it returns a
-// new tensor and leaves logits alone.
+// Softmax returns the row-wise softmax of logits [N, C] as a new tensor; logits is not
+// changed.
 func Softmax(logits *tensor.Tensor) *tensor.Tensor {
 	out := logits.Clone()
 	if len(out.Shape) != 2 {
