@@ -117,14 +117,36 @@ func LoadGray(path string) (*Gray, error) {
 // image/color.GrayModel does, colours being composited over black when they carry
 // alpha. JPEG's own luma channel is used as is. It reads at most MaxFileBytes.
 func DecodeGray(r io.Reader) (*Gray, error) {
-	b, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	b, err := readAllLimited(r, sizeHint(r))
 	if err != nil {
-		return nil, fmt.Errorf("read image: %w", err)
-	}
-	if len(b) > MaxFileBytes {
-		return nil, fmt.Errorf("image data over %d bytes: %w", MaxFileBytes, ErrImageTooLarge)
+		return nil, err
 	}
 	return decodeBytes(b)
+}
+
+// sizeHint returns the bytes left in r when r can tell (bytes.Reader, bytes.Buffer,
+// strings.Reader), else 0.
+func sizeHint(r io.Reader) int64 {
+	if l, ok := r.(interface{ Len() int }); ok {
+		return int64(l.Len())
+	}
+	return 0
+}
+
+// readAllLimited reads r to the end into one buffer of the expected size (when known),
+// failing with ErrImageTooLarge beyond MaxFileBytes.
+func readAllLimited(r io.Reader, hint int64) ([]byte, error) {
+	var buf bytes.Buffer
+	if hint > 0 && hint <= MaxFileBytes {
+		buf.Grow(int(hint) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r, MaxFileBytes+1)); err != nil {
+		return nil, fmt.Errorf("read image: %w", err)
+	}
+	if buf.Len() > MaxFileBytes {
+		return nil, fmt.Errorf("image data over %d bytes: %w", MaxFileBytes, ErrImageTooLarge)
+	}
+	return buf.Bytes(), nil
 }
 
 // DecodeConfig returns an image file's size and format ("png", "jpeg", "gif", "tiff",
@@ -151,15 +173,16 @@ func readImageFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("image: %w", err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > MaxFileBytes {
-		return nil, fmt.Errorf("%s: %d bytes, over the %d byte limit: %w", path, st.Size(), MaxFileBytes, ErrImageTooLarge)
+	var hint int64
+	if st, err := f.Stat(); err == nil {
+		if st.Size() > MaxFileBytes {
+			return nil, fmt.Errorf("%s: %d bytes, over the %d byte limit: %w", path, st.Size(), MaxFileBytes, ErrImageTooLarge)
+		}
+		hint = st.Size()
 	}
-	b, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	b, err := readAllLimited(f, hint)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(b) > MaxFileBytes {
-		return nil, fmt.Errorf("%s: over the %d byte limit: %w", path, MaxFileBytes, ErrImageTooLarge)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return b, nil
 }
@@ -189,7 +212,12 @@ func decodeBytes(b []byte) (g *Gray, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("decode %s: %v: %w", format, err, ErrFormat)
 	}
-	g = ToGray(img)
+	if m, ok := img.(*image.Gray); ok && m.Rect.Min == (image.Point{}) && m.Stride == m.Rect.Dx() {
+		// The decoder's buffer is ours and already in Gray's layout: keep it.
+		g = &Gray{W: m.Rect.Dx(), H: m.Rect.Dy(), Pix: m.Pix[:m.Rect.Dx()*m.Rect.Dy()]}
+	} else {
+		g = ToGray(img)
+	}
 	if g.W <= 0 || g.H <= 0 {
 		return nil, fmt.Errorf("%s image has no pixels: %w", format, ErrEmptyImage)
 	}
