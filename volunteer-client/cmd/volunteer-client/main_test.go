@@ -455,3 +455,56 @@ func TestCPULimitRealTrainer(t *testing.T) {
 		t.Errorf("CPU share at limit 50 is %.2f of the share at limit 100, want 0.5 ± 0.1", ratio)
 	}
 }
+
+// TestDiskCapRefusesWorkUnit: with a 16 MB disk cap the client refuses a work unit
+// whose kylberg6 images (about 22 MB of training images, each 576x576) do not fit in the
+// image cache left under the cap, says so in its status, keeps its state directory
+// under the cap, and tells the server how much room it has.
+func TestDiskCapRefusesWorkUnit(t *testing.T) {
+	src := testgrid.SharedData(t, "kylberg6")
+	ftp := testgrid.StartFTP(t)
+	m := ftp.Upload(t, testgrid.Subset(t, src, "kyl", 6, 20))
+	srv := startFake(t)
+	wu := workUnit(t, srv, ftp, m, 3, 1000)
+	wu.FragmentSize = 256
+	b, _ := configs.Model("tcnn-small")
+	s, _ := spec.Parse(b)
+	r, err := s.Resolve(len(m.Classes), 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, _ := nn.New(r, 1)
+	base, _ := safetensors.Marshal(model.Params(), safetensors.F32, nil)
+	wu.BaseModel = srv.AddBlob(base)
+	srv.QueueWork(wu)
+	dir := attach(t, srv.URL(), fakeserver.AccountKey)
+	p := run(t, dir, "--max-disk-mb", "16")
+	waitFor(t, "the refusal", func() bool {
+		out, err := exec.Command(client(t), "status", "--state-dir", dir, "--json").Output()
+		var st localapi.Status
+		return err == nil && json.Unmarshal(out, &st) == nil && strings.Contains(st.LastError, "does not fit")
+	})
+	if err := p.Stop(30 * time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	var size int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			fi, _ := d.Info()
+			size += fi.Size()
+		}
+		return nil
+	})
+	if size > 16<<20 {
+		t.Errorf("state dir holds %d bytes, over the 16 MB cap", size)
+	}
+	if ups := srv.UploadsOf(wu.ID); len(ups) != 0 {
+		t.Errorf("uploaded a refused work unit")
+	}
+	srv.Snapshot(func(s *fakeserver.Server) {
+		if len(s.WorkRequests) == 0 || s.WorkRequests[0].FreeDiskBytes > 16<<20 {
+			t.Errorf("work requests %+v: want free disk at most 16 MB", s.WorkRequests)
+		}
+	})
+	t.Logf("state dir after the refusal: %d bytes", size)
+}
