@@ -45,6 +45,7 @@ type APIError struct {
 	RetryAfter   time.Duration
 }
 
+// Error names the call, the status, the code and the server's message.
 func (e *APIError) Error() string {
 	msg := e.Message
 	if msg == "" {

@@ -40,7 +40,10 @@ type After struct {
 	Delay time.Duration
 }
 
+// Error returns the wrapped error's message.
 func (a *After) Error() string { return a.Err.Error() }
+
+// Unwrap returns the wrapped error.
 func (a *After) Unwrap() error { return a.Err }
 
 // Delay returns the wait before retry number attempt (0-based).

@@ -229,6 +229,7 @@ type job struct {
 	acc     lossAcc
 }
 
+// Step trains one batch and keeps the last epoch's loss for the result.
 func (j *job) Step(ctx context.Context) (agent.StepInfo, error) {
 	info, err := j.run.Step(ctx)
 	if err != nil {
@@ -245,10 +246,12 @@ func (j *job) Step(ctx context.Context) (agent.StepInfo, error) {
 	return agent.StepInfo{Epoch: info.Epoch, Batch: info.Batch, Loss: info.Loss, Samples: j.acc.Samples, Done: info.Done || j.run.Done()}, nil
 }
 
+// Progress is the trained share of the work unit.
 func (j *job) Progress() float64 { return j.run.Progress() }
 
 var wrapMagic = []byte("TXGWU01\n")
 
+// Checkpoint wraps the trainer's state with the loss accumulator.
 func (j *job) Checkpoint() ([]byte, error) {
 	inner, err := j.run.Checkpoint()
 	if err != nil {
@@ -317,6 +320,7 @@ func (j *job) Result() ([]byte, int, float64, error) {
 	return b, j.acc.Samples, loss, nil
 }
 
+// Close unpins the work unit's images in the cache.
 func (j *job) Close() {
 	if j.release != nil {
 		j.release()
