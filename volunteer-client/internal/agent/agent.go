@@ -595,10 +595,12 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 	case errors.Is(err, apiclient.ErrLate):
 		a.log.Warn("result late: the round closed without it", "work_unit", r.WorkUnit)
 		a.update(func(s *localapi.Status) { s.Late++ })
-	case errors.Is(err, apiclient.ErrWUClosed), errors.Is(err, apiclient.ErrInvalidDelta), errors.Is(err, apiclient.ErrNotFound):
-		a.fail(fmt.Errorf("result %d dropped: %w", r.WorkUnit, err))
+	case ctx.Err() != nil, errors.Is(err, apiclient.ErrUnauthorized), errors.Is(err, apiclient.ErrUpgrade):
+		return err // shutdown, a forgotten host or an old client: the result stays on disk
 	default:
-		return err // shutdown, or unauthorized: the result stays on disk
+		// A final answer (closed work unit, invalid delta, too large ...): sending the
+		// same bytes again cannot change it.
+		a.fail(fmt.Errorf("result %d dropped: %w", r.WorkUnit, err))
 	}
 	a.mu.Lock()
 	a.results++

@@ -239,6 +239,32 @@ func TestShutdownCheckpointsAndResumes(t *testing.T) {
 	}
 }
 
+func TestFinalUploadErrorDropsResult(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name   string
+		status int
+	}{{"bad request", 400}, {"too large", 413}, {"invalid delta", 422}}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, &stepTrainer{steps: 2}, localapi.PrefsPatch{})
+			wu := h.workUnit(12)
+			next := h.workUnit(13)
+			h.srv.Fail(http.MethodPut, protocol.WorkPath(wu.ID, "result"), c.status, 1000)
+			h.run(2, nil)
+			h.srv.Snapshot(func(s *fakeserver.Server) {
+				if n := s.Hits[http.MethodPut+" "+protocol.WorkPath(wu.ID, "result")]; n != 1 {
+					t.Errorf("sent the result %d times after a final %d answer, want once", n, c.status)
+				}
+			})
+			if h.srv.Accepted(next.ID) == "" {
+				t.Error("the client did not move on to the next work unit after a final answer")
+			}
+		})
+	}
+}
+
 func TestAbortStopsWorkUnit(t *testing.T) {
 	t.Parallel()
 	tr := &stepTrainer{steps: 1000, stepTime: 10 * time.Millisecond}

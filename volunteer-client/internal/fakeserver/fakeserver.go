@@ -62,6 +62,7 @@ type Server struct {
 	Updates      []protocol.HostUpdateRequest
 	Detached     int
 	BlobGets     int
+	Hits         map[string]int // requests by "METHOD /path", faults included
 }
 
 type fault struct {
@@ -76,7 +77,7 @@ func Start() (*Server, error) {
 	s := &Server{
 		hosts: map[string]int64{}, issued: map[int64]*protocol.WorkUnit{}, blobs: map[string][]byte{},
 		late: map[int64]bool{}, closed: map[int64]bool{}, abort: map[int64]string{}, accepted: map[int64]string{}, dropAns: map[int64]int{},
-		Heartbeats: map[int64][]protocol.HeartbeatRequest{},
+		Heartbeats: map[int64][]protocol.HeartbeatRequest{}, Hits: map[string]int{},
 	}
 	if err := s.listen("127.0.0.1:0"); err != nil {
 		return nil, err
@@ -253,6 +254,9 @@ func (s *Server) injected(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.Hits[r.Method+" "+r.URL.Path]++
+	s.mu.Unlock()
 	if s.injected(w, r) {
 		return
 	}
