@@ -311,7 +311,7 @@ func (s *Scheduler) startLocked(tx *gorm.DB, c *store.Campaign, cs *protocol.Cam
 
 func (s *Scheduler) getCampaign(ctx context.Context, id int64) (*store.Campaign, error) {
 	var c store.Campaign
-	if err := s.db.WithContext(ctx).Take(&c, id).Error; err != nil {
+	if err := s.read(ctx).Take(&c, id).Error; err != nil {
 		if store.NotFound(err) == store.ErrNotFound {
 			return nil, fail(protocol.CodeNotFound, "campaign %d does not exist", id)
 		}
@@ -341,7 +341,7 @@ func (s *Scheduler) Campaign(ctx context.Context, id int64) (*protocol.Campaign,
 // Campaigns lists every campaign, oldest first.
 func (s *Scheduler) Campaigns(ctx context.Context) ([]protocol.Campaign, error) {
 	var cs []store.Campaign
-	if err := s.db.WithContext(ctx).Order("id").Find(&cs).Error; err != nil {
+	if err := s.read(ctx).Order("id").Find(&cs).Error; err != nil {
 		return nil, fmt.Errorf("list campaigns: %w", err)
 	}
 	out := make([]protocol.Campaign, 0, len(cs))
@@ -419,7 +419,7 @@ func (s *Scheduler) Rounds(ctx context.Context, id int64) ([]protocol.RoundInfo,
 		return nil, err
 	}
 	var rs []store.Round
-	if err := s.db.WithContext(ctx).Where("campaign_id = ?", id).Order("round").Find(&rs).Error; err != nil {
+	if err := s.read(ctx).Where("campaign_id = ?", id).Order("round").Find(&rs).Error; err != nil {
 		return nil, fmt.Errorf("rounds of campaign %d: %w", id, err)
 	}
 	out := make([]protocol.RoundInfo, 0, len(rs))

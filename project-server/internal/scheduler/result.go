@@ -1,9 +1,13 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"math"
 	"net/http"
@@ -41,7 +45,7 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 	if meta.Samples < 0 || meta.Samples > 1e12 || math.IsNaN(meta.Loss) || math.IsInf(meta.Loss, 0) {
 		return nil, fail(protocol.CodeBadRequest, "header %s must be a non-negative integer and %s a finite number", protocol.HeaderSamples, protocol.HeaderLoss)
 	}
-	w, err := s.ownWU(s.db.WithContext(ctx), hostID, wuID)
+	w, err := s.ownWU(s.read(ctx), hostID, wuID)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +57,7 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 	if err != nil {
 		return nil, err
 	}
-	if resp, err, done := s.replay(s.db.WithContext(ctx), w, meta.SHA256); done {
+	if resp, err, done := s.replay(s.read(ctx), w, meta.SHA256); done {
 		return resp, err
 	}
 	if w.State == store.WUAborted || c.State == protocol.StateStopped {
@@ -63,13 +67,26 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 		return nil, fail(protocol.CodeTooLarge, "the delta is %d bytes; this campaign's model takes at most %d", contentLength, ci.deltaMax)
 	}
 
-	bw, err := s.blobs.Create()
-	if err != nil {
-		return nil, err
+	// Small deltas stay in memory and go into the result row; larger ones stream to a
+	// blob file that is durable before the row naming it commits.
+	var (
+		sink   deltaSink
+		mem    *memSink
+		bw     *blob.Writer
+		inline = contentLength >= 0 && contentLength <= store.InlineMax
+	)
+	if inline {
+		mem = &memSink{h: sha256.New()}
+		sink = mem
+	} else {
+		if bw, err = s.blobs.Create(); err != nil {
+			return nil, err
+		}
+		defer bw.Abort()
+		sink = bw
 	}
-	defer bw.Abort()
 	lr := &limitReader{r: body, n: ci.deltaMax}
-	sum, err := weights.Check(io.TeeReader(lr, bw), ci.resolved.Params, ci.dtype, ci.spec.MaxDeltaNorm)
+	sum, err := weights.Check(io.TeeReader(lr, sink), ci.resolved.Params, ci.dtype, ci.spec.MaxDeltaNorm)
 	switch {
 	case lr.over:
 		return nil, fail(protocol.CodeTooLarge, "the delta is over %d bytes, the most this campaign's model takes", ci.deltaMax)
@@ -77,7 +94,7 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 		return nil, fail(protocol.CodeBadRequest, "the upload is truncated: %v", err)
 	case errors.Is(err, weights.ErrInvalid):
 		reason := err.Error()
-		if rerr := s.recordInvalid(ctx, w, meta, bw.Size(), reason); rerr != nil {
+		if rerr := s.recordInvalid(ctx, w, meta, sink.Size(), reason); rerr != nil {
 			return nil, rerr
 		}
 		return nil, fail(protocol.CodeInvalidDelta, "%s", reason)
@@ -87,15 +104,40 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 		}
 		return nil, fail(protocol.CodeBadRequest, "reading the upload failed: %v", err)
 	}
-	if got := bw.Sum(); got != meta.SHA256 {
+	if got := sink.Sum(); got != meta.SHA256 {
 		return nil, fail(protocol.CodeBadRequest, "the body's sha256 is %s, not the %s in %s", got, meta.SHA256, protocol.HeaderSHA256)
+	}
+	if inline {
+		return s.record(ctx, w, ci, meta, meta.SHA256, mem.Size(), sum.Norm, mem.buf.Bytes())
 	}
 	sha, err := bw.Commit()
 	if err != nil {
 		return nil, err
 	}
-	return s.record(ctx, w, ci, meta, sha, bw.Size(), sum.Norm)
+	return s.record(ctx, w, ci, meta, sha, bw.Size(), sum.Norm, nil)
 }
+
+// deltaSink receives an upload while it is checked.
+type deltaSink interface {
+	io.Writer
+	Sum() string
+	Size() int64
+}
+
+// memSink keeps a small upload in memory and hashes it.
+type memSink struct {
+	buf bytes.Buffer
+	h   hash.Hash
+}
+
+func (m *memSink) Write(p []byte) (int, error) {
+	m.h.Write(p)
+	return m.buf.Write(p)
+}
+
+func (m *memSink) Sum() string { return hex.EncodeToString(m.h.Sum(nil)) }
+
+func (m *memSink) Size() int64 { return int64(m.buf.Len()) }
 
 // replay answers a result for a work unit whose result was already recorded.
 func (s *Scheduler) replay(db *gorm.DB, w *store.WorkUnit, sha string) (*protocol.ResultResponse, error, bool) {
@@ -184,7 +226,7 @@ type closed struct {
 }
 
 // record commits a valid result whose blob is durable.
-func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaignInfo, meta ResultMeta, sha string, size int64, norm float64) (*protocol.ResultResponse, error) {
+func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaignInfo, meta ResultMeta, sha string, size int64, norm float64, data []byte) (*protocol.ResultResponse, error) {
 	var (
 		resp   *protocol.ResultResponse
 		outErr error
@@ -196,64 +238,71 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		if err != nil {
 			return err
 		}
-		var w store.WorkUnit
-		if err := tx.Take(&w, w0.ID).Error; err != nil {
-			return err
-		}
-		if rr, rerr, done := s.replay(tx, &w, sha); done {
-			if _, ok := rerr.(*Error); !ok && rerr != nil {
-				return rerr
-			}
-			resp, outErr = rr, rerr
-			return nil
-		}
-		var c store.Campaign
-		if err := tx.Take(&c, w.CampaignID).Error; err != nil {
-			return err
-		}
-		if w.State == store.WUAborted || c.State == protocol.StateStopped {
-			outErr = fail(protocol.CodeWUClosed, "work unit %d was aborted (host detached or campaign stopped); drop it", w.ID)
-			return nil
-		}
 		now := s.now()
-		credit := float64(w.FLOPs) * CreditPerFLOP
+		credit := float64(w0.FLOPs) * CreditPerFLOP
 		outcome := protocol.OutcomeAccepted
 		if r.State == store.RoundClosed {
 			outcome = protocol.OutcomeLate
-		} else {
+		} else if r.Issued > r.NextSlot {
+			// Slots were reissued in this round: another issue of this slot may have
+			// been merged already.
 			var dup int64
 			if err := tx.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND slot = ? AND state = ?",
-				w.CampaignID, w.Round, w.Slot, store.WUAccepted).Count(&dup).Error; err != nil {
+				w0.CampaignID, w0.Round, w0.Slot, store.WUAccepted).Count(&dup).Error; err != nil {
 				return err
 			}
 			if dup > 0 {
-				outcome = protocol.OutcomeLate // another issue of this slot was merged already
+				outcome = protocol.OutcomeLate
 			}
 		}
-		res := store.Result{WorkUnitID: w.ID, HostID: w.HostID, CampaignID: w.CampaignID, Round: w.Round, SHA256: sha,
+		// Claim the unit; if it is no longer open, something else recorded or aborted it.
+		claim := tx.Model(&store.WorkUnit{}).Where("id = ? AND state IN ?", w0.ID, []string{store.WUIssued, store.WUExpired, store.WUClosed}).
+			Updates(map[string]any{"state": outcome, "finished_at": now, "progress": 1})
+		if claim.Error != nil {
+			return claim.Error
+		}
+		if claim.RowsAffected == 0 {
+			var w store.WorkUnit
+			if err := tx.Take(&w, w0.ID).Error; err != nil {
+				return err
+			}
+			if rr, rerr, done := s.replay(tx, &w, sha); done {
+				if _, ok := rerr.(*Error); !ok && rerr != nil {
+					return rerr
+				}
+				resp, outErr = rr, rerr
+				return nil
+			}
+			outErr = fail(protocol.CodeWUClosed, "work unit %d was aborted (host detached or campaign stopped); drop it", w.ID)
+			return nil
+		}
+		res := store.Result{WorkUnitID: w0.ID, HostID: w0.HostID, CampaignID: w0.CampaignID, Round: w0.Round, SHA256: sha,
 			Size: size, Outcome: outcome, Samples: meta.Samples, Loss: meta.Loss, Norm: norm, Credit: credit, CreatedAt: now}
+		if outcome == protocol.OutcomeAccepted {
+			res.Data = data
+		}
 		if err := tx.Create(&res).Error; err != nil {
 			return err
 		}
-		if err := tx.Model(&store.WorkUnit{}).Where("id = ?", w.ID).
-			Updates(map[string]any{"state": outcome, "finished_at": now, "progress": 1}).Error; err != nil {
-			return err
-		}
-		if err := tx.Model(&store.Host{}).Where("id = ?", w.HostID).Updates(map[string]any{
+		if err := tx.Model(&store.Host{}).Where("id = ?", w0.HostID).Updates(map[string]any{
 			"results_valid": gorm.Expr("results_valid + 1"), "credit": gorm.Expr("credit + ?", credit), "last_contact": now}).Error; err != nil {
 			return err
 		}
-		resp = &protocol.ResultResponse{Outcome: outcome, Round: w.Round, Credit: credit}
+		resp = &protocol.ResultResponse{Outcome: outcome, Round: w0.Round, Credit: credit}
 		if outcome == protocol.OutcomeLate {
-			outErr = lateError(&w)
-			return tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", w.CampaignID, w.Round).
+			outErr = lateError(w0)
+			return tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", w0.CampaignID, w0.Round).
 				Update("late", gorm.Expr("late + 1")).Error
 		}
-		if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", w.CampaignID, w.Round).Updates(map[string]any{
+		if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", w0.CampaignID, w0.Round).Updates(map[string]any{
 			"accepted": gorm.Expr("accepted + 1"), "samples_trained": gorm.Expr("samples_trained + ?", meta.Samples)}).Error; err != nil {
 			return err
 		}
 		if r.Accepted+1 >= r.Needed {
+			var c store.Campaign
+			if err := tx.Take(&c, w0.CampaignID).Error; err != nil {
+				return err
+			}
 			r.Accepted++
 			cl, err = s.closeRound(tx, &c, ci, r)
 			return err
@@ -266,7 +315,7 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 	if resp != nil && !resp.Replayed {
 		s.cfg.Counters.Result(resp.Outcome)
 	}
-	if resp != nil && resp.Outcome == protocol.OutcomeLate && !resp.Replayed {
+	if resp != nil && resp.Outcome == protocol.OutcomeLate && !resp.Replayed && data == nil {
 		s.gcBlobs(ctx, sha)
 	}
 	if cl != nil {
@@ -280,25 +329,50 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 // from their blobs one at a time, so memory stays one running sum.
 func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo, r *store.Round) (*closed, error) {
 	start := time.Now()
-	var rs []store.Result
-	if err := tx.Select("sha256", "samples").Where("campaign_id = ? AND round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).
-		Order("id").Find(&rs).Error; err != nil {
+	rows, err := tx.Model(&store.Result{}).Select("sha256", "samples", "data").
+		Where("campaign_id = ? AND round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Rows()
+	if err != nil {
 		return nil, err
 	}
-	if len(rs) == 0 {
-		return nil, fmt.Errorf("close round %d of campaign %d: no accepted result", r.Round, c.ID)
+	// Reuse the previous close's sum storage (two model sizes of float64) when no other
+	// close holds it, so memory stays one running sum across rounds.
+	var sum *weights.Sum
+	if s.sumMu.TryLock() {
+		sum = weights.NewSumIn(ci.resolved.Params, s.sumBuf)
+		s.sumBuf = sum.Storage()
+		defer s.sumMu.Unlock()
+	} else {
+		sum = weights.NewSum(ci.resolved.Params)
 	}
-	sum := weights.NewSum(ci.resolved.Params)
 	cl := &closed{campaignID: c.ID, round: r.Round}
-	for _, res := range rs {
+	n := 0
+	for rows.Next() {
+		var res store.Result
+		if err := tx.ScanRows(rows, &res); err != nil {
+			rows.Close()
+			return nil, err
+		}
 		weight := 1.0
 		if ci.spec.WeightBySamples && res.Samples > 0 {
 			weight = float64(res.Samples)
 		}
-		if err := s.foldBlob(sum, res.SHA256, ci.dtype, weight); err != nil {
-			return nil, err
+		if len(res.Data) > 0 {
+			err = sum.Add(bytes.NewReader(res.Data), ci.dtype, weight)
+		} else {
+			err = s.foldBlob(sum, res.SHA256, ci.dtype, weight)
+			cl.deltas = append(cl.deltas, res.SHA256)
 		}
-		cl.deltas = append(cl.deltas, res.SHA256)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("close round %d: delta %s: %w", r.Round, res.SHA256, err)
+		}
+		n++
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("close round %d of campaign %d: no accepted result", r.Round, c.ID)
 	}
 	if !sum.Finite() {
 		return nil, fmt.Errorf("close round %d of campaign %d: the summed deltas are not finite", r.Round, c.ID)
@@ -328,6 +402,10 @@ func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo,
 	}
 	if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", c.ID, r.Round).
 		Updates(map[string]any{"state": store.RoundClosed, "result_model": sha, "closed_at": now}).Error; err != nil {
+		return nil, err
+	}
+	if err := tx.Model(&store.Result{}).Where("campaign_id = ? AND round = ? AND COALESCE(length(data), 0) > 0", c.ID, r.Round).
+		Update("data", nil).Error; err != nil {
 		return nil, err
 	}
 	if err := tx.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND state IN ?", c.ID, r.Round,
@@ -379,13 +457,23 @@ func (s *Scheduler) afterClose(ctx context.Context, cl *closed) {
 // gcBlobs removes delta blobs no longer needed: not a model version and not an accepted
 // result of a round still open.
 func (s *Scheduler) gcBlobs(ctx context.Context, shas ...string) {
+	if len(shas) == 0 {
+		return
+	}
+	var keep []string
+	err := s.read(ctx).Raw(`SELECT sha256 FROM model_versions WHERE sha256 IN ?
+		UNION SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
+		WHERE r.sha256 IN ? AND r.outcome = ? AND o.state <> ?`, shas, shas, protocol.OutcomeAccepted, store.RoundClosed).Scan(&keep).Error
+	if err != nil {
+		s.log.Warn("blob collection", "err", err)
+		return
+	}
+	kept := make(map[string]bool, len(keep))
+	for _, k := range keep {
+		kept[k] = true
+	}
 	for _, sha := range shas {
-		var n int64
-		err := s.db.WithContext(ctx).Raw(`SELECT
-			(SELECT COUNT(*) FROM model_versions WHERE sha256 = ?) +
-			(SELECT COUNT(*) FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
-			  WHERE r.sha256 = ? AND r.outcome = ? AND o.state <> ?)`, sha, sha, protocol.OutcomeAccepted, store.RoundClosed).Scan(&n).Error
-		if err != nil || n > 0 {
+		if kept[sha] {
 			continue
 		}
 		if err := s.blobs.Remove(sha); err != nil {

@@ -77,8 +77,15 @@ type Scheduler struct {
 	data  *datasets.Cache
 	log   *slog.Logger
 
-	mu    sync.RWMutex
-	hosts map[string]int64 // host token hash -> host id
+	mu        sync.RWMutex
+	hosts     map[string]int64 // host token hash -> host id
+	touched   map[int64]touchMark
+	sizes     map[string]int64 // model sha256 -> size
+	fastest   float64          // speed of the fastest active host, cached
+	fastestAt time.Time
+
+	sumMu  sync.Mutex // held by the round close using sumBuf
+	sumBuf []float64
 
 	specMu sync.Mutex
 	specs  map[int64]*campaignInfo // campaign id -> resolved model, cached
@@ -109,7 +116,7 @@ func New(db *store.DB, blobs *blob.Store, cfg Config) *Scheduler {
 		data = datasets.NewCache(cfg.Datasets)
 	}
 	return &Scheduler{db: db, blobs: blobs, cfg: cfg, data: data, log: cfg.Log,
-		hosts: map[string]int64{}, specs: map[int64]*campaignInfo{}}
+		hosts: map[string]int64{}, touched: map[int64]touchMark{}, sizes: map[string]int64{}, specs: map[int64]*campaignInfo{}}
 }
 
 // DB returns the scheduler's database (for read-only reports such as metrics).
@@ -120,9 +127,16 @@ func (s *Scheduler) Blobs() *blob.Store { return s.blobs }
 
 func (s *Scheduler) now() time.Time { return s.cfg.Now().UTC() }
 
+// read returns the read pool for queries outside transactions.
+// Queries run without the request's cancellation: the SQLite driver would otherwise
+// start a watcher goroutine per statement, and a statement is short anyway.
+func (s *Scheduler) read(ctx context.Context) *gorm.DB {
+	return s.db.R.WithContext(context.WithoutCancel(ctx))
+}
+
 // tx runs fn in a transaction on ctx.
 func (s *Scheduler) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	return s.db.WithContext(ctx).Transaction(fn)
+	return s.db.WithContext(context.WithoutCancel(ctx)).Transaction(fn)
 }
 
 // lockRound reads a round row for update (a row lock on PostgreSQL; SQLite transactions
@@ -174,7 +188,7 @@ func (s *Scheduler) AddResearcher(ctx context.Context, name string) (int64, stri
 // Researcher returns the researcher id of an API token.
 func (s *Scheduler) Researcher(ctx context.Context, token string) (int64, error) {
 	var r store.Researcher
-	err := s.db.WithContext(ctx).Where("token_hash = ?", auth.Hash(token)).Take(&r).Error
+	err := s.read(ctx).Where("token_hash = ?", auth.Hash(token)).Take(&r).Error
 	if err != nil {
 		if store.NotFound(err) == store.ErrNotFound {
 			return 0, fail(protocol.CodeUnauthorized, "unknown researcher token")
@@ -194,7 +208,7 @@ func (s *Scheduler) Host(ctx context.Context, token string) (int64, error) {
 		return id, nil
 	}
 	var host store.Host
-	err := s.db.WithContext(ctx).Select("id").Where("token_hash = ?", h).Take(&host).Error
+	err := s.read(ctx).Select("id").Where("token_hash = ?", h).Take(&host).Error
 	if err != nil {
 		if store.NotFound(err) == store.ErrNotFound {
 			return 0, fail(protocol.CodeUnauthorized, "unknown host token; attach the host again with its account key")
@@ -219,7 +233,7 @@ func (s *Scheduler) RegisterHost(ctx context.Context, req *protocol.RegisterHost
 		return nil, fail(protocol.CodeBadRequest, "name, os, arch or client_version is too long")
 	}
 	var acct store.Account
-	err := s.db.WithContext(ctx).Where("key_hash = ?", auth.Hash(req.AccountKey)).Take(&acct).Error
+	err := s.read(ctx).Where("key_hash = ?", auth.Hash(req.AccountKey)).Take(&acct).Error
 	if err != nil {
 		if store.NotFound(err) == store.ErrNotFound {
 			return nil, fail(protocol.CodeUnauthorized, "unknown account key")
@@ -292,7 +306,7 @@ func (s *Scheduler) DetachHost(ctx context.Context, hostID int64) error {
 // HostInfo returns a host's record.
 func (s *Scheduler) HostInfo(ctx context.Context, hostID int64) (*store.Host, error) {
 	var h store.Host
-	if err := s.db.WithContext(ctx).Take(&h, hostID).Error; err != nil {
+	if err := s.read(ctx).Take(&h, hostID).Error; err != nil {
 		return nil, fmt.Errorf("host %d: %w", hostID, store.NotFound(err))
 	}
 	return &h, nil
@@ -316,7 +330,7 @@ func (s *Scheduler) ModelBlob(ctx context.Context, sha string) (f *os.File, size
 		return nil, 0, time.Time{}, fail(protocol.CodeBadRequest, "blob name %q is not a lowercase hex sha256", sha)
 	}
 	var mv store.ModelVersion
-	if err := s.db.WithContext(ctx).Where("sha256 = ?", sha).Take(&mv).Error; err != nil {
+	if err := s.read(ctx).Where("sha256 = ?", sha).Take(&mv).Error; err != nil {
 		if store.NotFound(err) == store.ErrNotFound {
 			return nil, 0, time.Time{}, fail(protocol.CodeNotFound, "no model blob %s", sha)
 		}

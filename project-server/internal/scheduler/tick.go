@@ -107,7 +107,7 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 	}
 	var deltas []string
 	if err := s.db.WithContext(ctx).Raw(`SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
-		WHERE r.outcome = ? AND o.state <> ?`, protocol.OutcomeAccepted, store.RoundClosed).Scan(&deltas).Error; err != nil {
+		WHERE r.outcome = ? AND o.state <> ? AND COALESCE(length(r.data), 0) = 0`, protocol.OutcomeAccepted, store.RoundClosed).Scan(&deltas).Error; err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, n := range append(models, deltas...) {

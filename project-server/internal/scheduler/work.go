@@ -20,11 +20,13 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 	if req.Threads < 0 || req.FreeMemoryBytes < 0 || req.FreeDiskBytes < 0 || req.GFLOPS < 0 || req.GFLOPS > 1e7 || math.IsNaN(req.GFLOPS) {
 		return nil, fail(protocol.CodeBadRequest, "threads, free_memory_bytes, free_disk_bytes and gflops must be non-negative")
 	}
-	var campaigns []store.Campaign
-	if err := s.db.WithContext(ctx).Where("state = ?", protocol.StateRunning).Order("id").Find(&campaigns).Error; err != nil {
+	if err := s.touch(ctx, hostID, req.GFLOPS); err != nil {
 		return nil, fmt.Errorf("request work: %w", err)
 	}
-	var wu *protocol.WorkUnit
+	var campaigns []store.Campaign
+	if err := s.read(ctx).Where("state = ?", protocol.StateRunning).Order("id").Find(&campaigns).Error; err != nil {
+		return nil, fmt.Errorf("request work: %w", err)
+	}
 	for i := range campaigns {
 		c := &campaigns[i]
 		ci, err := s.info(c)
@@ -34,16 +36,11 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 		if req.FreeDiskBytes > 0 && req.FreeDiskBytes < 2*ci.deltaMax {
 			continue
 		}
-		err = s.tx(ctx, func(tx *gorm.DB) error {
-			var err error
-			wu, err = s.issue(tx, hostID, c.ID, ci, req)
-			return err
-		})
+		wu, err := s.issue(ctx, hostID, c, ci)
 		if err != nil {
 			return nil, fmt.Errorf("request work: campaign %d: %w", c.ID, err)
 		}
 		if wu != nil {
-			s.cfg.Counters.Issued()
 			return &protocol.WorkResponse{WorkUnit: wu}, nil
 		}
 	}
@@ -54,112 +51,173 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 	return &protocol.WorkResponse{RetryAfterSeconds: int(s.cfg.RetryAfter / time.Second), Message: msg}, nil
 }
 
-// issue picks a slot of the campaign's current round for the host, inside tx.
-func (s *Scheduler) issue(tx *gorm.DB, hostID, campaignID int64, ci *campaignInfo, req *protocol.WorkRequest) (*protocol.WorkUnit, error) {
+// touchEvery is how stale a host's last_contact may get before a request rewrites it.
+const touchEvery = 30 * time.Second
+
+// touch records that a host called (and its fresh speed), writing only when the stored
+// values are stale, so polling hosts do not cost a write each.
+func (s *Scheduler) touch(ctx context.Context, hostID int64, gflops float64) error {
 	now := s.now()
-	var c store.Campaign
-	if err := tx.Take(&c, campaignID).Error; err != nil {
-		return nil, err
+	s.mu.Lock()
+	t, ok := s.touched[hostID]
+	fresh := ok && now.Sub(t.at) < touchEvery && (gflops <= 0 || gflops == t.gflops)
+	s.mu.Unlock()
+	if fresh {
+		return nil
 	}
-	if c.State != protocol.StateRunning {
-		return nil, nil
+	up := map[string]any{"last_contact": now}
+	if gflops > 0 {
+		up["gflops"] = gflops
 	}
-	r, err := s.lockRound(tx, c.ID, c.Round)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
+	if err := s.db.WithContext(ctx).Model(&store.Host{}).Where("id = ?", hostID).Updates(up).Error; err != nil {
+		return err
 	}
-	if err != nil {
+	s.mu.Lock()
+	if gflops <= 0 {
+		gflops = t.gflops
+	}
+	s.touched[hostID] = touchMark{at: now, gflops: gflops}
+	s.mu.Unlock()
+	return nil
+}
+
+type touchMark struct {
+	at     time.Time
+	gflops float64
+}
+
+// issue picks a slot of the campaign's current round for the host. Fresh slots are
+// taken with one conditional UPDATE; only when every slot is out does it look for units
+// past their deadline to reissue.
+func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, ci *campaignInfo) (*protocol.WorkUnit, error) {
+	now := s.now()
+	rd := s.read(ctx)
+	var r store.Round
+	if err := rd.Where("campaign_id = ? AND round = ?", c.ID, c.Round).Take(&r).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return nil, nil
+		}
 		return nil, err
 	}
 	if r.State == store.RoundClosed {
 		return nil, nil
 	}
-	hostUp := map[string]any{"last_contact": now}
-	if req.GFLOPS > 0 {
-		hostUp["gflops"] = req.GFLOPS
-	}
-	if err := tx.Model(&store.Host{}).Where("id = ?", hostID).Updates(hostUp).Error; err != nil {
-		return nil, err
-	}
 	// A live unit of this round held by this host is answered again.
-	var held store.WorkUnit
-	err = tx.Where("campaign_id = ? AND round = ? AND host_id = ? AND state = ?", c.ID, c.Round, hostID, store.WUIssued).Take(&held).Error
-	if err == nil && held.Deadline.After(now) {
-		return s.describe(tx, &c, ci, r, &held), nil
-	}
-	if err != nil && !errors.Is(err, gorm.ErrRecordNotFound) {
+	var held []store.WorkUnit
+	if err := rd.Where("campaign_id = ? AND round = ? AND host_id = ? AND state = ?", c.ID, c.Round, hostID, store.WUIssued).
+		Limit(1).Find(&held).Error; err != nil {
 		return nil, err
 	}
-	if err := tx.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND state = ? AND deadline <= ?",
-		c.ID, c.Round, store.WUIssued, now).Update("state", store.WUExpired).Error; err != nil {
-		return nil, err
+	if len(held) == 1 && held[0].Deadline.After(now) {
+		return s.describe(ctx, c, ci, r.BaseModel, &held[0]), nil
 	}
-	slot, attempt := -1, 0
-	if r.NextSlot < r.Slots {
-		slot = r.NextSlot
-		if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", c.ID, c.Round).
-			Update("next_slot", r.NextSlot+1).Error; err != nil {
+	if r.NextSlot >= r.Slots {
+		// Every slot is out: a reissue needs a unit past its deadline.
+		var n int64
+		if err := rd.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND (state = ? OR (state = ? AND deadline <= ?))",
+			c.ID, c.Round, store.WUExpired, store.WUIssued, now).Limit(1).Count(&n).Error; err != nil {
 			return nil, err
 		}
-	} else {
-		// Reissue: a slot with no live or accepted unit, fewer than MaxAttempts issues,
-		// none of them to this host.
-		var rows []struct {
-			Slot     int
-			Attempts int
-		}
-		err := tx.Raw(`SELECT slot, COUNT(*) AS attempts FROM work_units WHERE campaign_id = ? AND round = ?
-			GROUP BY slot
-			HAVING SUM(CASE WHEN state IN (?, ?) THEN 1 ELSE 0 END) = 0 AND COUNT(*) < ?
-			   AND SUM(CASE WHEN host_id = ? THEN 1 ELSE 0 END) = 0
-			ORDER BY slot LIMIT 1`,
-			c.ID, c.Round, store.WUIssued, store.WUAccepted, ci.spec.MaxAttempts, hostID).Scan(&rows).Error
-		if err != nil {
-			return nil, err
-		}
-		if len(rows) == 0 {
+		if n == 0 {
 			return nil, nil
 		}
-		slot, attempt = rows[0].Slot, rows[0].Attempts
 	}
-	count, err := s.fragmentCount(tx, ci, hostID, now)
+	count, err := s.fragmentCount(ctx, ci, hostID, now)
 	if err != nil {
 		return nil, err
 	}
-	w := store.WorkUnit{CampaignID: c.ID, Round: c.Round, Slot: slot, Attempt: attempt, HostID: hostID,
-		Seed: int64(wuSeed(ci.spec.Seed, c.Round, slot)), FragmentCount: count,
-		FLOPs: int64(count) * int64(ci.spec.Hyper.Epochs) * 3 * ci.resolved.FLOPs,
-		State: store.WUIssued, IssuedAt: now, Deadline: now.Add(time.Duration(ci.spec.WUDeadline))}
-	if err := tx.Create(&w).Error; err != nil {
+	var w *store.WorkUnit
+	base := r.BaseModel
+	err = s.tx(ctx, func(tx *gorm.DB) error {
+		w = nil
+		slot, attempt := -1, 0
+		var fresh []struct{ NextSlot int }
+		if err := tx.Raw(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
+			WHERE campaign_id = ? AND round = ? AND state <> ? AND next_slot < slots RETURNING next_slot`,
+			c.ID, c.Round, store.RoundClosed).Scan(&fresh).Error; err != nil {
+			return err
+		}
+		if len(fresh) == 1 {
+			slot = fresh[0].NextSlot - 1
+		} else {
+			lr, err := s.lockRound(tx, c.ID, c.Round)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if lr.State == store.RoundClosed {
+				return nil
+			}
+			base = lr.BaseModel
+			if err := tx.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND state = ? AND deadline <= ?",
+				c.ID, c.Round, store.WUIssued, now).Update("state", store.WUExpired).Error; err != nil {
+				return err
+			}
+			// A slot with no live or accepted unit, fewer than MaxAttempts issues, none
+			// of them to this host.
+			var rows []struct {
+				Slot     int
+				Attempts int
+			}
+			if err := tx.Raw(`SELECT slot, COUNT(*) AS attempts FROM work_units WHERE campaign_id = ? AND round = ?
+				GROUP BY slot
+				HAVING SUM(CASE WHEN state IN (?, ?) THEN 1 ELSE 0 END) = 0 AND COUNT(*) < ?
+				   AND SUM(CASE WHEN host_id = ? THEN 1 ELSE 0 END) = 0
+				ORDER BY slot LIMIT 1`,
+				c.ID, c.Round, store.WUIssued, store.WUAccepted, ci.spec.MaxAttempts, hostID).Scan(&rows).Error; err != nil {
+				return err
+			}
+			if len(rows) == 0 {
+				return nil
+			}
+			slot, attempt = rows[0].Slot, rows[0].Attempts
+			if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", c.ID, c.Round).
+				Update("issued", gorm.Expr("issued + 1")).Error; err != nil {
+				return err
+			}
+		}
+		w = &store.WorkUnit{CampaignID: c.ID, Round: c.Round, Slot: slot, Attempt: attempt, HostID: hostID,
+			Seed: int64(wuSeed(ci.spec.Seed, c.Round, slot)), FragmentCount: count,
+			FLOPs: int64(count) * int64(ci.spec.Hyper.Epochs) * 3 * ci.resolved.FLOPs,
+			State: store.WUIssued, IssuedAt: now, Deadline: now.Add(time.Duration(ci.spec.WUDeadline))}
+		return tx.Create(w).Error
+	})
+	if err != nil || w == nil {
 		return nil, err
 	}
-	if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", c.ID, c.Round).
-		Update("issued", gorm.Expr("issued + 1")).Error; err != nil {
-		return nil, err
-	}
-	return s.describe(tx, &c, ci, r, &w), nil
+	s.cfg.Counters.Issued()
+	return s.describe(ctx, c, ci, base, w), nil
 }
 
 // fragmentCount scales the campaign's fragment range by the host's speed relative to
 // the fastest recently active host: the fastest get FragmentsMax, a host a tenth as fast
 // gets a tenth of the range above FragmentsMin. Hosts that report no speed get the
 // minimum.
-func (s *Scheduler) fragmentCount(tx *gorm.DB, ci *campaignInfo, hostID int64, now time.Time) (int, error) {
+func (s *Scheduler) fragmentCount(ctx context.Context, ci *campaignInfo, hostID int64, now time.Time) (int, error) {
 	lo, hi := ci.spec.FragmentsMin, ci.spec.FragmentsMax
 	if lo == hi {
 		return lo, nil
 	}
 	var h store.Host
-	if err := tx.Select("gflops").Take(&h, hostID).Error; err != nil {
+	if err := s.read(ctx).Select("gflops").Take(&h, hostID).Error; err != nil {
 		return 0, err
 	}
 	if h.GFLOPS <= 0 {
 		return lo, nil
 	}
-	var fastest float64
-	if err := tx.Model(&store.Host{}).Where("last_contact >= ? AND detached = ?", now.Add(-s.cfg.ActiveWindow), false).
-		Select("COALESCE(MAX(gflops), 0)").Scan(&fastest).Error; err != nil {
-		return 0, err
+	s.mu.Lock()
+	fastest, at := s.fastest, s.fastestAt
+	s.mu.Unlock()
+	if now.Sub(at) > fastestEvery || now.Before(at) || fastest < h.GFLOPS {
+		if err := s.read(ctx).Model(&store.Host{}).Where("last_contact >= ? AND detached = ?", now.Add(-s.cfg.ActiveWindow), false).
+			Select("COALESCE(MAX(gflops), 0)").Scan(&fastest).Error; err != nil {
+			return 0, err
+		}
+		s.mu.Lock()
+		s.fastest, s.fastestAt = fastest, now
+		s.mu.Unlock()
 	}
 	if fastest <= h.GFLOPS {
 		return hi, nil
@@ -167,24 +225,40 @@ func (s *Scheduler) fragmentCount(tx *gorm.DB, ci *campaignInfo, hostID int64, n
 	return lo + int(math.Round(float64(hi-lo)*h.GFLOPS/fastest)), nil
 }
 
-func (s *Scheduler) describe(tx *gorm.DB, c *store.Campaign, ci *campaignInfo, r *store.Round, w *store.WorkUnit) *protocol.WorkUnit {
-	var size int64
-	var mv store.ModelVersion
-	if err := tx.Select("size").Where("sha256 = ?", r.BaseModel).Take(&mv).Error; err == nil {
-		size = mv.Size
-	}
+// fastestEvery is how long the speed of the fastest active host is cached.
+const fastestEvery = 5 * time.Second
+
+func (s *Scheduler) describe(ctx context.Context, c *store.Campaign, ci *campaignInfo, base string, w *store.WorkUnit) *protocol.WorkUnit {
 	ftp := s.cfg.FTP
 	ftp.Name = ci.spec.Dataset
 	ftp.ManifestVersion = c.ManifestVersion
 	return &protocol.WorkUnit{
 		ID: w.ID, CampaignID: c.ID, Round: w.Round,
-		BaseModel:    protocol.BlobRef{SHA256: r.BaseModel, Size: size, URL: protocol.BlobPath(r.BaseModel)},
+		BaseModel:    protocol.BlobRef{SHA256: base, Size: s.modelSize(ctx, base), URL: protocol.BlobPath(base)},
 		ModelSpec:    ci.modelSpec,
 		Classes:      ci.classes,
 		Dataset:      ftp,
 		FragmentSize: ci.spec.FragmentSize, FragmentCount: w.FragmentCount, Seed: uint64(w.Seed),
 		Hyper: ci.spec.Hyper, DeltaDType: ci.spec.DeltaDType, Deadline: w.Deadline, FLOPs: w.FLOPs,
 	}
+}
+
+// modelSize returns a model blob's size; model versions never change, so it is cached.
+func (s *Scheduler) modelSize(ctx context.Context, sha string) int64 {
+	s.mu.RLock()
+	n, ok := s.sizes[sha]
+	s.mu.RUnlock()
+	if ok {
+		return n
+	}
+	var mv store.ModelVersion
+	if err := s.read(ctx).Select("size").Where("sha256 = ?", sha).Take(&mv).Error; err != nil {
+		return 0
+	}
+	s.mu.Lock()
+	s.sizes[sha] = mv.Size
+	s.mu.Unlock()
+	return mv.Size
 }
 
 // Heartbeat records a host's progress on its work unit and says whether to go on.

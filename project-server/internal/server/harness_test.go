@@ -119,7 +119,7 @@ func (e *env) open() {
 	e.t.Helper()
 	srv, err := server.Open(context.Background(), server.Config{DataDir: e.dataDir, DB: e.dsn, ModelsDir: "testdata/models",
 		Datasets: datasets.Dir{Root: e.datasetDir}, Now: e.clock.Now, RetryAfter: server.Duration(time.Second),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Log: slog.New(slog.NewTextHandler(logOut(), nil))})
 	if err != nil {
 		e.t.Fatalf("open server: %v", err)
 	}
@@ -213,7 +213,10 @@ func (e *env) createCampaign(cs protocol.CampaignSpec) protocol.Campaign {
 	if cs.Name == "" {
 		cs.Name = "test"
 	}
-	cs.Dataset, cs.Model = testDataset, "tiny"
+	cs.Dataset = testDataset
+	if cs.Model == "" {
+		cs.Model = "tiny"
+	}
 	if cs.FragmentSize == 0 {
 		cs.FragmentSize = 16
 	}
@@ -368,4 +371,12 @@ func checkModel(t *testing.T, got map[string]*tensor.Tensor, want map[string][]f
 			t.Fatalf("tensor %s differs from W + mean(deltas): got %v want %v", name, g, w)
 		}
 	}
+}
+
+// logOut is where test servers log: nowhere, unless TEXGRID_TEST_LOG=1.
+func logOut() io.Writer {
+	if os.Getenv("TEXGRID_TEST_LOG") == "1" {
+		return os.Stderr
+	}
+	return io.Discard
 }

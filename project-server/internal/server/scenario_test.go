@@ -14,9 +14,15 @@ import (
 // TestQuorumCloses: quorum 0.8 over 10 work units closes the round on the 8th valid
 // result, the 9th and 10th are answered late, and W(1) = W(0) + mean(8 deltas) exactly.
 func TestQuorumCloses(t *testing.T) {
+	for _, model := range []string{"tiny", "small"} { // deltas kept in rows, and in blob files
+		t.Run(model, func(t *testing.T) { testQuorumCloses(t, model) })
+	}
+}
+
+func testQuorumCloses(t *testing.T, model string) {
 	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
 		e := newEnv(t, dsn)
-		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.8, WorkUnitsPerRound: 10, Rounds: 2, Start: true})
+		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.8, WorkUnitsPerRound: 10, Rounds: 2, Model: model, Start: true})
 		if c.State != protocol.StateRunning {
 			t.Fatalf("campaign state %s, want running", c.State)
 		}
@@ -194,9 +200,15 @@ func TestDeadlineReissue(t *testing.T) {
 // TestRestartRecovery: the server closed mid-round and reopened on the same data keeps
 // every acknowledged result, merges each once, and removes stray blobs.
 func TestRestartRecovery(t *testing.T) {
+	for _, model := range []string{"tiny", "small"} { // deltas kept in rows, and in blob files
+		t.Run(model, func(t *testing.T) { testRestartRecovery(t, model) })
+	}
+}
+
+func testRestartRecovery(t *testing.T, model string) {
 	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
 		e := newEnv(t, dsn)
-		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 4, Rounds: 3, Start: true})
+		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 4, Rounds: 3, Model: model, Start: true})
 		toks := []string{e.host(1), e.host(2), e.host(3), e.host(4)}
 		var wus []*protocol.WorkUnit
 		for _, tok := range toks {

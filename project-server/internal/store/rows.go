@@ -144,4 +144,10 @@ type Result struct {
 	Norm       float64
 	Credit     float64
 	CreatedAt  time.Time
+	// Data holds the delta itself when it is at most InlineMax bytes (then no blob file
+	// exists); nil otherwise, and cleared once the round is closed.
+	Data []byte
 }
+
+// InlineMax is the largest delta kept in its result row rather than a blob file.
+const InlineMax = 64 << 10

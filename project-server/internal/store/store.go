@@ -25,6 +25,10 @@ import (
 // DB is an open, migrated database.
 type DB struct {
 	*gorm.DB
+	// R is for reads outside transactions. On SQLite it is a separate pool of
+	// read-only connections, so readers never queue behind the one writer (WAL lets
+	// them run concurrently); on PostgreSQL it is the same pool as DB.
+	R *gorm.DB
 	// Postgres is true on PostgreSQL, false on SQLite.
 	Postgres bool
 }
@@ -39,7 +43,7 @@ func IsPostgres(dsn string) bool {
 // SQLite runs in WAL mode with a busy timeout and one connection, so every write is
 // serialised in the process and never meets SQLITE_BUSY.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true, NowFunc: func() time.Time { return time.Now().UTC() }}
+	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true, PrepareStmt: true, NowFunc: func() time.Time { return time.Now().UTC() }}
 	var (
 		g       *gorm.DB
 		err     error
@@ -76,21 +80,46 @@ func Open(ctx context.Context, dsn string) (*DB, error) {
 		sqlDB.Close()
 		return nil, err
 	}
-	return &DB{DB: g, Postgres: pg}, nil
+	d := &DB{DB: g, R: g, Postgres: pg}
+	if !pg {
+		r, err := gorm.Open(sqlite.Open(sqliteDSN(dsn)+"&_pragma=query_only(1)"), cfg)
+		if err != nil {
+			sqlDB.Close()
+			return nil, fmt.Errorf("open database %s for reading: %w", dsn, err)
+		}
+		rdb, err := r.DB()
+		if err != nil {
+			sqlDB.Close()
+			return nil, err
+		}
+		rdb.SetMaxOpenConns(4)
+		rdb.SetMaxIdleConns(4)
+		d.R = r
+	}
+	return d, nil
 }
 
 // Close releases the connections.
 func (d *DB) Close() error {
-	sqlDB, err := d.DB.DB()
-	if err != nil {
-		return err
+	var first error
+	for _, g := range []*gorm.DB{d.R, d.DB} {
+		sqlDB, err := g.DB()
+		if err == nil {
+			err = sqlDB.Close()
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+		if d.R == d.DB {
+			break
+		}
 	}
-	return sqlDB.Close()
+	return first
 }
 
 func sqliteDSN(path string) string {
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)"} {
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "foreign_keys(1)", "synchronous(NORMAL)", "cache_size(-16000)", "mmap_size(268435456)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")

@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 
 	"github.com/texgrid/texgrid/trainer/spec"
 )
+
+// readers recycles the 1 MB read buffers of folds, one per delta otherwise.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
 
 // Sum is a running, weighted float64 sum of deltas over one model's parameters. It holds
 // one float64 per parameter (two model sizes of float32) and nothing per delta, however
@@ -22,16 +26,28 @@ type Sum struct {
 }
 
 // NewSum returns a zero sum over params.
-func NewSum(params []spec.Param) *Sum {
+func NewSum(params []spec.Param) *Sum { return NewSumIn(params, nil) }
+
+// NewSumIn returns a zero sum over params that reuses buf's storage when it is large
+// enough, so successive round closes do not each allocate two model sizes.
+func NewSumIn(params []spec.Param, buf []float64) *Sum {
 	s := &Sum{params: params, offset: make(map[string]int, len(params)), buf: make([]byte, chunkElems*4)}
 	n := 0
 	for _, p := range params {
 		s.offset[p.Name] = n
 		n += p.Size()
 	}
-	s.vals = make([]float64, n)
+	if cap(buf) >= n {
+		s.vals = buf[:n]
+		clear(s.vals)
+	} else {
+		s.vals = make([]float64, n)
+	}
 	return s
 }
+
+// Storage returns the sum's backing array, for NewSumIn.
+func (s *Sum) Storage() []float64 { return s.vals }
 
 // Count returns how many deltas were folded in; Weight their total weight.
 func (s *Sum) Count() int { return s.count }
@@ -43,7 +59,9 @@ func (s *Sum) Weight() float64 { return s.weight }
 // exactly the sum's tensors; its dtype may be F32 or F16. On error the sum is left
 // partly updated and must be discarded.
 func (s *Sum) Add(r io.Reader, dtype string, weight float64) error {
-	br := bufio.NewReaderSize(r, 1<<20)
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	defer func() { br.Reset(nil); readers.Put(br) }()
 	h, err := ReadHeader(br)
 	if err != nil {
 		return err

@@ -206,23 +206,33 @@ const chunkElems = 1 << 16
 // entry, calling fn with converted float32 chunks and the element offset inside the
 // entry. It fails on short data and on trailing bytes.
 func forEachChunk(r io.Reader, h *Header, fn func(e *Entry, at int, vals []float32) error) error {
-	buf := make([]byte, chunkElems*4)
-	vals := make([]float32, chunkElems)
+	largest := 1
+	for _, e := range h.Entries {
+		largest = max(largest, int((e.End-e.Begin)/int64(ElemSize(e.DType))))
+	}
+	n := min(chunkElems, largest)
+	buf := make([]byte, n*4)
+	vals := make([]float32, n)
 	for i := range h.Entries {
 		e := &h.Entries[i]
 		es := ElemSize(e.DType)
 		total := int((e.End - e.Begin) / int64(es))
 		for at := 0; at < total; {
-			n := min(chunkElems, total-at)
-			b := buf[:n*es]
+			k := min(len(vals), total-at)
+			b := buf[:k*es]
 			if _, err := io.ReadFull(r, b); err != nil {
 				return readErr(fmt.Sprintf("data of tensor %q", e.Name), err)
 			}
-			decode(e.DType, b, vals[:n])
-			if err := fn(e, at, vals[:n]); err != nil {
+			v := vals[:k]
+			if e.DType == F32 {
+				v = asF32(b) // in place on little-endian machines
+			} else {
+				decode(e.DType, b, v)
+			}
+			if err := fn(e, at, v); err != nil {
 				return err
 			}
-			at += n
+			at += k
 		}
 	}
 	var one [1]byte
@@ -284,14 +294,11 @@ func Check(r io.Reader, params []spec.Param, dtype string, maxNorm float64) (*Su
 	}
 	var ss float64
 	err = forEachChunk(r, h, func(e *Entry, at int, vals []float32) error {
-		var s float32
-		for i, v := range vals {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return invalidf("tensor %q element %d is %v", e.Name, at+i, v)
-			}
-			s += v * v
+		sq, bad := sumSquaresFinite(vals)
+		if bad >= 0 {
+			return invalidf("tensor %q element %d is %v", e.Name, at+bad, vals[bad])
 		}
-		ss += float64(s)
+		ss += sq
 		return nil
 	})
 	if err != nil {
@@ -472,3 +479,37 @@ func floatToHalf(f float32) uint16 {
 
 // ToHalf converts float32 to IEEE binary16 bits, rounding to nearest even.
 func ToHalf(f float32) uint16 { return floatToHalf(f) }
+
+// sumSquaresFinite returns the sum of squares of vals (float32 partial sums in four
+// lanes, folded into float64) and the index of the first NaN or infinity, or -1.
+func sumSquaresFinite(vals []float32) (float64, int) {
+	const expMask = 0x7f800000
+	var s0, s1, s2, s3 float32
+	var bits uint32 = 0
+	i := 0
+	for ; i+4 <= len(vals); i += 4 {
+		a, b, c, d := vals[i], vals[i+1], vals[i+2], vals[i+3]
+		// A value is not finite when all its exponent bits are set; AND-ing the
+		// exponents of four values keeps a lane's bits only if every lane has them,
+		// so test each lane: cheap compared with the float work.
+		ba, bb, bc, bd := math.Float32bits(a), math.Float32bits(b), math.Float32bits(c), math.Float32bits(d)
+		if ba&expMask == expMask || bb&expMask == expMask || bc&expMask == expMask || bd&expMask == expMask {
+			bits = 1
+			break
+		}
+		s0 += a * a
+		s1 += b * b
+		s2 += c * c
+		s3 += d * d
+	}
+	if bits != 0 || i < len(vals) {
+		for ; i < len(vals); i++ {
+			v := vals[i]
+			if math.Float32bits(v)&expMask == expMask {
+				return 0, i
+			}
+			s0 += v * v
+		}
+	}
+	return float64(s0) + float64(s1) + float64(s2) + float64(s3), -1
+}
