@@ -59,7 +59,7 @@ type Config struct {
 
 	Now       func() time.Time // clock for the time window; default time.Now
 	RetryBase time.Duration    // first backoff ceiling; default 1s
-	Poll      time.Duration    // how often a waiting agent rechecks idle and window; default 30s
+	Poll      time.Duration    // how often idleness is checked and a waiting agent rechecks; default 10s
 }
 
 // Agent runs the loop. Its exported methods are safe for concurrent use by the local API.
@@ -73,6 +73,11 @@ type Agent struct {
 	paused  bool
 	wake    chan struct{} // closed and replaced on pause/resume
 	results int
+
+	// The last idle answer; only the Run goroutine touches these.
+	idleAt  time.Time
+	idleOK  bool
+	idleWhy string
 }
 
 // New checks cfg and opens the work directory.
@@ -93,7 +98,7 @@ func New(cfg Config) (*Agent, error) {
 		cfg.RetryBase = time.Second
 	}
 	if cfg.Poll <= 0 {
-		cfg.Poll = 30 * time.Second
+		cfg.Poll = 10 * time.Second
 	}
 	work, err := checkpoint.Open(cfg.Dir.File(state.WorkDir))
 	if err != nil {
@@ -256,7 +261,7 @@ func (a *Agent) gate(ctx context.Context) error {
 		} else if w, err := localapi.ParseWindow(p.TimeWindow); err == nil && !w.Contains(a.cfg.Now()) {
 			state, reason = localapi.StateWaiting, fmt.Sprintf("outside the time window %s", p.TimeWindow)
 		} else if p.RunOnlyWhenIdle {
-			if ok, why := a.cfg.Idle.Idle(ctx, time.Duration(p.IdleMinutes)*time.Minute, p.IdleMaxLoad); !ok {
+			if ok, why := a.idle(ctx, p); !ok {
 				state, reason = localapi.StateWaiting, why
 			}
 		}
@@ -272,6 +277,18 @@ func (a *Agent) gate(ctx context.Context) error {
 		case <-time.After(a.cfg.Poll):
 		}
 	}
+}
+
+// idle asks the detector at most once per Poll interval: the gate runs between
+// batches, and the detector may start processes (loginctl, xprintidle).
+func (a *Agent) idle(ctx context.Context, p localapi.Prefs) (bool, string) {
+	now := time.Now()
+	if !a.idleAt.IsZero() && now.Sub(a.idleAt) < a.cfg.Poll {
+		return a.idleOK, a.idleWhy
+	}
+	a.idleOK, a.idleWhy = a.cfg.Idle.Idle(ctx, time.Duration(p.IdleMinutes)*time.Minute, p.IdleMaxLoad)
+	a.idleAt = now
+	return a.idleOK, a.idleWhy
 }
 
 func (a *Agent) freeDisk(p localapi.Prefs) int64 {

@@ -359,11 +359,11 @@ func TestWaitsOutsideTimeWindow(t *testing.T) {
 
 func TestRunOnlyWhenIdle(t *testing.T) {
 	t.Parallel()
-	tr := &stepTrainer{steps: 2}
+	tr := &stepTrainer{steps: 60, stepTime: 5 * time.Millisecond}
 	h := newHarness(t, tr, localapi.PrefsPatch{RunOnlyWhenIdle: ptr(true)})
 	wu := h.workUnit(71)
 	det := &switchIdle{}
-	a, stop := h.start(func(c *agent.Config) { c.Idle = det })
+	a, stop := h.start(func(c *agent.Config) { c.Idle = det; c.Poll = 300 * time.Millisecond })
 	waitFor(t, "waiting for idle", func() bool {
 		st := a.Status()
 		return st.State == localapi.StateWaiting && strings.Contains(st.Reason, "in use")
@@ -372,8 +372,13 @@ func TestRunOnlyWhenIdle(t *testing.T) {
 		t.Fatal("started work while the machine was in use")
 	}
 	det.set(true)
+	start := time.Now()
 	waitFor(t, "work once idle", func() bool { return h.srv.Accepted(wu.ID) != "" })
 	stop()
+	// The gate runs between batches but asks the detector once per Poll interval.
+	if n, most := det.count(), 3+int(time.Since(start)/(300*time.Millisecond)); n > most+3 {
+		t.Errorf("asked the idle detector %d times for 60 batches in %s, want about one per 300 ms", n, time.Since(start))
+	}
 }
 
 func TestMemoryCapRefusesWorkUnit(t *testing.T) {
@@ -459,14 +464,21 @@ func TestUnauthorizedStopsRun(t *testing.T) {
 
 // switchIdle is an idle detector the test flips.
 type switchIdle struct {
-	mu   sync.Mutex
-	idle bool
+	mu    sync.Mutex
+	idle  bool
+	calls int
 }
 
-func (s *switchIdle) set(v bool) { s.mu.Lock(); s.idle = v; s.mu.Unlock() }
+func (s *switchIdle) set(v bool) { s.mu.Lock(); s.idle = v; s.calls = 0; s.mu.Unlock() }
+func (s *switchIdle) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
 func (s *switchIdle) Idle(ctx context.Context, d time.Duration, l float64) (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.calls++
 	return idle.Always{Value: s.idle}.Idle(ctx, d, l)
 }
 
