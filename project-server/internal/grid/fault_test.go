@@ -1,0 +1,323 @@
+package grid
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/texgrid/texgrid/project-server/internal/grid/faultproxy"
+	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/synth"
+)
+
+// faultGrid starts a grid with a small generated dataset uploaded, ready for a campaign
+// whose work units take a few seconds each.
+func faultGrid(t *testing.T, ctx context.Context) *Grid {
+	t.Helper()
+	work := t.TempDir()
+	data := filepath.Join(work, "synthetic")
+	if err := synth.Generate(data, 4, 12, 96, 7); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Start(ctx, Options{BinDir: binDir, WorkDir: filepath.Join(work, "grid"), Upload: UploadDatasetFTP, Log: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := g.Close(); err != nil {
+			t.Logf("close: %v", err)
+		}
+		if t.Failed() {
+			for _, p := range append([]*Proc{g.Server}, g.Volunteers...) {
+				t.Logf("--- tail of %s:\n%s", p.Name, p.Tail(3000))
+			}
+		}
+	})
+	if _, err := g.UploadDataset(ctx, data, "synthetic"); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// faultCampaign is a campaign of small work units: 64 px fragments, 4 WUs a round,
+// quorum 0.75.
+func faultCampaign(rounds, fragMin, fragMax int, wuDeadline time.Duration) protocol.CampaignSpec {
+	return protocol.CampaignSpec{
+		Name: "faults", Dataset: "synthetic", Model: "tcnn-small", FragmentSize: 64,
+		FragmentsMin: fragMin, FragmentsMax: fragMax,
+		Hyper:  protocol.Hyper{Epochs: 1, BatchSize: 16, LearningRate: 0.01, Momentum: 0.9},
+		Quorum: 0.75, WorkUnitsPerRound: 4, Rounds: rounds,
+		WUDeadline: protocol.Duration(wuDeadline), Seed: 11, Start: true,
+	}
+}
+
+// ledger is what the volunteers were told, read from their JSON logs: per round, the
+// work units acknowledged as accepted, and the count answered late.
+type ledger struct {
+	accepted map[int]map[int64]bool
+	late     int
+	resumed  int // "resuming" log lines: work units continued from a checkpoint
+}
+
+func readLedger(t *testing.T, g *Grid) ledger {
+	t.Helper()
+	l := ledger{accepted: map[int]map[int64]bool{}}
+	for _, v := range g.Volunteers {
+		f, err := os.Open(v.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var e struct {
+				Msg      string `json:"msg"`
+				WorkUnit int64  `json:"work_unit"`
+				Round    int    `json:"round"`
+				Outcome  string `json:"outcome"`
+			}
+			if json.Unmarshal(sc.Bytes(), &e) != nil {
+				continue
+			}
+			switch {
+			case e.Msg == "result accepted" && e.Outcome == protocol.OutcomeAccepted:
+				if l.accepted[e.Round] == nil {
+					l.accepted[e.Round] = map[int64]bool{}
+				}
+				l.accepted[e.Round][e.WorkUnit] = true
+			case strings.HasPrefix(e.Msg, "result late"):
+				l.late++
+			case strings.Contains(e.Msg, "resum"):
+				l.resumed++
+			}
+		}
+		f.Close()
+	}
+	return l
+}
+
+// checkMerged asserts the campaign finished and that every round merged exactly the
+// results its volunteers were told were accepted, no more and no fewer.
+func checkMerged(t *testing.T, g *Grid, ctx context.Context, id int64, rounds int) []protocol.RoundInfo {
+	t.Helper()
+	rs, err := g.Rounds(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := readLedger(t, g)
+	closed := 0
+	for _, r := range rs {
+		if r.State != "closed" {
+			continue
+		}
+		closed++
+		if r.Accepted != r.Needed {
+			t.Errorf("round %d merged %d results, needs exactly %d", r.Round, r.Accepted, r.Needed)
+		}
+		if got := len(l.accepted[r.Round]); got != r.Accepted {
+			t.Errorf("round %d: volunteers were told %d results were accepted, the server merged %d", r.Round, got, r.Accepted)
+		}
+	}
+	if closed != rounds {
+		t.Errorf("%d rounds closed, want %d", closed, rounds)
+	}
+	return rs
+}
+
+// TestServerKill9 kills the project server with SIGKILL at random moments across a
+// campaign, at least ten times, restarting it each time: the campaign completes and each
+// round merged exactly the results acknowledged to volunteers.
+func TestServerKill9(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g := faultGrid(t, ctx)
+	const rounds = 6
+	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 300, 400, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1, CheckpointSeconds: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	kills := 0
+	for {
+		c, err := g.Campaign(ctx, camp.ID)
+		if err == nil && c.State == protocol.StateDone && kills >= 10 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("campaign not done after %d kills: %v", kills, ctx.Err())
+		}
+		// A random moment: anything from mid-request to between rounds.
+		time.Sleep(time.Duration(200+rng.IntN(2500)) * time.Millisecond)
+		if err := g.Server.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		kills++
+		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
+		if err := g.StartServer(ctx); err != nil {
+			t.Fatalf("restart %d: %v", kills, err)
+		}
+	}
+	t.Logf("killed the server %d times", kills)
+	if _, err := g.WaitCampaign(ctx, camp.ID, 3*time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkMerged(t, g, ctx, camp.ID, rounds)
+}
+
+// TestVolunteerKill9 kills a volunteer mid work unit; restarted, it resumes from its
+// checkpoint, and the campaign completes with every acknowledged result merged.
+func TestVolunteerKill9(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g := faultGrid(t, ctx)
+	const rounds = 3
+	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 1500, 2000, 2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var victim *Proc
+	for i := 0; i < 4; i++ {
+		p, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1, CheckpointSeconds: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim = p
+	}
+	// Wait until the victim has written a checkpoint, then kill it.
+	ckpt := filepath.Join(g.opt.WorkDir, "volunteers", "v4")
+	deadline := time.Now().Add(3 * time.Minute)
+	for !hasCheckpoint(ckpt) {
+		if time.Now().After(deadline) {
+			t.Fatalf("volunteer 4 wrote no checkpoint in %s:\n%s", ckpt, victim.Tail(3000))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := victim.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if err := victim.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WaitCampaign(ctx, camp.ID, 8*time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkMerged(t, g, ctx, camp.ID, rounds)
+	if l := readLedger(t, g); l.resumed == 0 {
+		t.Errorf("the killed volunteer did not resume from its checkpoint:\n%s", victim.Tail(4000))
+	}
+}
+
+// hasCheckpoint reports whether a state directory holds a work unit checkpoint.
+func hasCheckpoint(stateDir string) bool {
+	found := false
+	_ = filepath.WalkDir(stateDir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.Contains(d.Name(), "checkpoint") && !strings.HasSuffix(d.Name(), ".tmp") {
+			found = true
+		}
+		return nil
+	})
+	return found
+}
+
+// TestSlowVolunteer makes one volunteer of four 5x slower (a 20% CPU limit): rounds
+// close at quorum without waiting for it, and its results are answered late, recorded,
+// and not merged.
+func TestSlowVolunteer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g := faultGrid(t, ctx)
+	const rounds = 4
+	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 600, 600, 5*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slow, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1, Extra: []string{"--cpu-limit", "20"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.WaitCampaign(ctx, camp.ID, 8*time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	rs := checkMerged(t, g, ctx, camp.ID, rounds)
+	late := 0
+	for _, r := range rs {
+		late += r.Late
+	}
+	// The slow volunteer's own ledger: nothing of it was merged.
+	slowOnly := &Grid{Volunteers: []*Proc{slow}}
+	l := readLedger(t, slowOnly)
+	merged := 0
+	for _, wus := range l.accepted {
+		merged += len(wus)
+	}
+	if merged != 0 {
+		t.Errorf("the slow volunteer had %d results merged; rounds should close without it", merged)
+	}
+	if late == 0 || l.late == 0 {
+		t.Errorf("no late result recorded (server %d, slow volunteer told %d)", late, l.late)
+	}
+}
+
+// TestNetworkFaults puts a fault proxy between one volunteer and the project server and
+// cuts its connections mid-download of the model and mid-upload of its delta: the
+// volunteer retries, and its result is merged exactly once.
+func TestNetworkFaults(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	g := faultGrid(t, ctx)
+	proxy, err := faultproxy.Start(strings.TrimPrefix(g.ServerURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	// tcnn-small with 4 classes is about 800 KB of float32: the model download passes
+	// 300 KB in the middle of the blob, and the upload 200 KB in the middle of the delta.
+	proxy.CutNext(faultproxy.Down, 300_000)
+	proxy.CutNext(faultproxy.Up, 200_000)
+	const rounds = 2
+	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 300, 400, 2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	flaky, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1, ServerURL: "http://" + proxy.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := g.WaitCampaign(ctx, camp.ID, 8*time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	checkMerged(t, g, ctx, camp.ID, rounds)
+	if n := proxy.Cuts.Load(); n != 2 || proxy.PendingCuts() != 0 {
+		t.Errorf("the proxy cut %d connections with %d cuts pending; want both cuts fired", n, proxy.PendingCuts())
+	}
+	l := readLedger(t, &Grid{Volunteers: []*Proc{flaky}})
+	total := 0
+	for _, wus := range l.accepted {
+		total += len(wus)
+	}
+	if total == 0 && l.late == 0 {
+		t.Errorf("the volunteer behind the faulty link never delivered a result:\n%s", flaky.Tail(4000))
+	}
+}

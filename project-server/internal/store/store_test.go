@@ -1,0 +1,92 @@
+package store
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pressly/goose/v3"
+
+	"github.com/texgrid/texgrid/migrations"
+	"github.com/texgrid/texgrid/project-server/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+
+// TestMigrations: every migration goes up, all the way down, and up again, on SQLite
+// and PostgreSQL, and the schema then takes a row of every table.
+func TestMigrations(t *testing.T) {
+	cases := []struct {
+		name string
+		dsn  func(t *testing.T) string
+	}{
+		{"sqlite", func(t *testing.T) string { return filepath.Join(t.TempDir(), "m.db") }},
+		{"postgres", func(t *testing.T) string { return pgtest.DSN(t) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn := tc.dsn(t)
+			db, err := Open(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dialect, dir := goose.DialectSQLite3, migrations.SQLite
+			if db.Postgres {
+				dialect, dir = goose.DialectPostgres, migrations.Postgres
+			}
+			fsys, err := migrations.Goose(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sqlDB, _ := db.DB.DB()
+			p, err := goose.NewProvider(dialect, sqlDB, fsys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.DownTo(ctx, 0); err != nil {
+				t.Fatalf("down: %v", err)
+			}
+			db.Close()
+			if db, err = Open(ctx, dsn); err != nil {
+				t.Fatalf("up again: %v", err)
+			}
+			defer db.Close()
+			a := Account{Name: "a", KeyHash: "h"}
+			if err := db.Create(&a).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Create(&Researcher{Name: "r", TokenHash: "t"}).Error; err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Create(&Host{AccountID: a.ID, Name: "h"}).Error; err != nil {
+				t.Fatal(err)
+			}
+			var n int64
+			if err := db.R.Model(&Account{}).Count(&n).Error; err != nil || n != 1 {
+				t.Fatalf("read pool sees %d accounts (%v)", n, err)
+			}
+		})
+	}
+}
+
+func TestIsPostgres(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		dsn  string
+		want bool
+	}{
+		{"postgres://u@h/db", true},
+		{"postgresql://u@h/db", true},
+		{"host=/tmp dbname=x", true},
+		{"data/texgrid.db", false},
+		{"/abs/path.db", false},
+	}
+	for _, tc := range cases {
+		if got := IsPostgres(tc.dsn); got != tc.want {
+			t.Errorf("IsPostgres(%q) = %v", tc.dsn, got)
+		}
+	}
+}
