@@ -20,7 +20,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -30,6 +29,7 @@ import (
 	"github.com/texgrid/texgrid/volunteer-client/internal/idle"
 	"github.com/texgrid/texgrid/volunteer-client/internal/prefs"
 	"github.com/texgrid/texgrid/volunteer-client/internal/state"
+	"github.com/texgrid/texgrid/volunteer-client/internal/sysinfo"
 	"github.com/texgrid/texgrid/volunteer-client/localapi"
 )
 
@@ -294,21 +294,13 @@ func (a *Agent) idle(ctx context.Context, p localapi.Prefs) (bool, string) {
 func (a *Agent) freeDisk(p localapi.Prefs) int64 {
 	used, _ := state.DirSize(a.cfg.Dir.Path)
 	free := p.MaxDiskMB<<20 - used
-	if fs, err := sysFreeDisk(a.cfg.Dir.Path); err == nil && fs < free {
+	if fs, err := sysinfo.FreeDisk(a.cfg.Dir.Path); err == nil && fs < free {
 		free = fs
 	}
 	if free < 0 {
 		free = 0
 	}
 	return free
-}
-
-func sysFreeDisk(path string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // fetchWork asks for a work unit; nil when the server has none (after waiting as told).
