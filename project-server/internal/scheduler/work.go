@@ -112,10 +112,11 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		return s.describe(ctx, c, ci, r.BaseModel, &held[0]), nil
 	}
 	if r.NextSlot >= r.Slots {
-		// Every slot is out: a reissue needs a unit past its deadline.
+		// Every slot is out: a reissue needs a unit past its deadline or released by
+		// a host that detached.
 		var n int64
-		if err := rd.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND (state = ? OR (state = ? AND deadline <= ?))",
-			c.ID, c.Round, store.WUExpired, store.WUIssued, now).Limit(1).Count(&n).Error; err != nil {
+		if err := rd.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND (state IN ? OR (state = ? AND deadline <= ?))",
+			c.ID, c.Round, []string{store.WUExpired, store.WUAborted}, store.WUIssued, now).Limit(1).Count(&n).Error; err != nil {
 			return nil, err
 		}
 		if n == 0 {
