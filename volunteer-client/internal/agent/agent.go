@@ -375,6 +375,11 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 		err := a.retry(ctx, "download base model", func(ctx context.Context) error {
 			return a.cfg.API.FetchBlob(ctx, wu.BaseModel, basePath)
 		})
+		if err != nil && ctx.Err() == nil && !errors.Is(err, apiclient.ErrUnauthorized) && !apiclient.Retryable(err) {
+			// The server will never serve this base model (404, 410 ...): drop the unit.
+			a.work.Clear()
+			return fmt.Errorf("work unit %d dropped: base model: %w", wu.ID, err)
+		}
 		if err != nil {
 			return fmt.Errorf("work unit %d: base model: %w", wu.ID, err)
 		}

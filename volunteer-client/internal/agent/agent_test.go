@@ -441,6 +441,26 @@ func TestCorruptBaseModelNotUsed(t *testing.T) {
 	stop()
 }
 
+func TestMissingBaseModelDropsWorkUnit(t *testing.T) {
+	t.Parallel()
+	tr := &stepTrainer{steps: 2}
+	h := newHarness(t, tr, localapi.PrefsPatch{})
+	gone := h.workUnit(111)
+	gone.BaseModel.SHA256 = strings.Repeat("ab", 32)
+	gone.BaseModel.URL = protocol.BlobPath(gone.BaseModel.SHA256)
+	next := h.workUnit(112)
+	a := h.run(1, nil)
+	if h.srv.Accepted(next.ID) == "" {
+		t.Fatal("the next work unit did not run")
+	}
+	if len(tr.calls()) != 1 || tr.calls()[0].WU != next.ID {
+		t.Errorf("prepared %+v, want only work unit %d", tr.calls(), next.ID)
+	}
+	if e := a.Status().LastError; !strings.Contains(e, "work unit 111 dropped") || !strings.Contains(e, "404") {
+		t.Errorf("last error %q, want the dropped work unit and the 404", e)
+	}
+}
+
 func TestUnauthorizedStopsRun(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, &stepTrainer{steps: 1}, localapi.PrefsPatch{})
