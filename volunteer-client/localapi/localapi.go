@@ -79,7 +79,7 @@ type WorkUnit struct {
 // not defaults: the effective Prefs always have every field set (see Validate).
 type Prefs struct {
 	MaxThreads        int     `json:"max_threads"`          // training threads, 1..cores
-	CPULimitPercent   int     `json:"cpu_limit_percent"`    // share of each thread's time spent computing, 1..100
+	CPULimitPercent   int     `json:"cpu_limit_percent"`    // duty cycle, 1..100: busy / (busy + sleep between batches)
 	RunOnlyWhenIdle   bool    `json:"run_only_when_idle"`   // compute only after IdleMinutes without user input and low load
 	IdleMinutes       int     `json:"idle_minutes"`         // minutes without input before the machine counts as idle
 	IdleMaxLoad       float64 `json:"idle_max_load"`        // 1-minute load average per core above which the machine is busy

@@ -90,7 +90,7 @@ type Flags struct {
 func RegisterFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{fs: fs}
 	fs.IntVar(&f.v.threads, "max-threads", 0, "training threads (default: all cores)")
-	fs.IntVar(&f.v.cpu, "cpu-limit", 0, "percent of each thread's time spent computing, 1-100 (default 100)")
+	fs.IntVar(&f.v.cpu, "cpu-limit", 0, "percent of the time spent computing: the client sleeps between batches (default 100)")
 	fs.BoolVar(&f.v.idle, "only-when-idle", false, "compute only when the machine is idle")
 	fs.IntVar(&f.v.idleMin, "idle-minutes", 0, "minutes without input before the machine counts as idle (default 3)")
 	fs.Float64Var(&f.v.load, "idle-max-load", 0, "1-minute load per core above which the machine is busy (default 0.5)")
