@@ -74,6 +74,8 @@ print()
 print("%-11s %-10s %10s %10s %8s %8s %8s %9s %9s" % ("model", "engine", "train/s", "infer/s", "GFLOP/s", "rss MB", "blas", "train x", "infer x"))
 for model, engines in by.items():
     t = engines.get("torch", {})
+    def num(v):
+        return "%.1f" % v if isinstance(v, (int, float)) else str(v)
     for kind in ("torch", "go", "go-purego", "ort"):
         e = engines.get(kind)
         if not e:
@@ -83,8 +85,8 @@ for model, engines in by.items():
                 return "%.2f" % (e[field] / t[field])
             return "-"
         print("%-11s %-10s %10s %10s %8s %8s %8s %9s %9s" % (
-            model, kind, e.get("train_samples_per_s", "-"), e.get("infer_samples_per_s", "-"),
-            e.get("gflops", e.get("infer_gflops", "-")), e.get("peak_rss_mb", "-"), e.get("blas", e.get("ort_version", "-")),
+            model, kind, num(e.get("train_samples_per_s", "-")), num(e.get("infer_samples_per_s", "-")),
+            num(e.get("gflops", e.get("infer_gflops", "-"))), num(e.get("peak_rss_mb", "-")), e.get("blas", e.get("ort_version", "-")),
             ratio("train_samples_per_s"), ratio("infer_samples_per_s")))
 print("\nratios are engine / torch on the same machine in the same run; GFLOP/s is training (3x forward FLOPs) where trained, else inference")
 PYEOF
