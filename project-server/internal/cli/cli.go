@@ -15,12 +15,15 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/server"
+	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/protocol"
 )
 
@@ -178,18 +181,25 @@ func credential(ctx context.Context, kind string, args []string, stdout io.Write
 	if err != nil {
 		return err
 	}
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := server.Open(ctx, cfg)
+	// Only the database: a running server owns the blob store and its recovery, and
+	// this command may run next to it.
+	if !store.IsPostgres(cfg.DB) {
+		if err := os.MkdirAll(filepath.Dir(cfg.DB), 0o755); err != nil {
+			return err
+		}
+	}
+	db, err := store.Open(ctx, cfg.DB)
 	if err != nil {
 		return err
 	}
-	defer srv.Close()
+	defer db.Close()
+	sched := scheduler.New(db, nil, scheduler.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var id int64
 	var secret string
 	if kind == "account" {
-		id, secret, err = srv.Sched.AddAccount(ctx, *name)
+		id, secret, err = sched.AddAccount(ctx, *name)
 	} else {
-		id, secret, err = srv.Sched.AddResearcher(ctx, *name)
+		id, secret, err = sched.AddResearcher(ctx, *name)
 	}
 	if err != nil {
 		return err
@@ -281,15 +291,27 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
+	// Accept flags after the campaign ID too ("campaign start 3 --server URL").
+	var pos []string
+	for fs.NArg() > 0 {
+		pos = append(pos, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
 	if *token == "" {
 		return errors.New("no researcher token: pass --token or set TEXGRID_TOKEN (make one with `project-server researcher add`)")
 	}
 	c := &client{base: strings.TrimRight(*srvURL, "/"), token: *token, http: &http.Client{Timeout: 10 * time.Minute}}
 	id := func() (int64, error) {
-		if fs.NArg() != 1 {
+		if len(pos) != 1 {
 			return 0, fmt.Errorf("usage: project-server campaign %s ID", sub)
 		}
-		return strconv.ParseInt(fs.Arg(0), 10, 64)
+		n, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("campaign ID %q is not a number", pos[0])
+		}
+		return n, nil
 	}
 	switch sub {
 	case "create":

@@ -92,7 +92,11 @@ type Server struct {
 	Metrics *api.Metrics
 	Eval    *eval.Runner
 	handler http.Handler
+	lock    *os.File
 }
+
+// ErrDataDirInUse means another server holds the data directory.
+var ErrDataDirInUse = errors.New("data directory in use")
 
 // Open opens the database (migrating it), the blob store and the scheduler, and
 // recovers from whatever state a crash left.
@@ -101,12 +105,18 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	blobs, err := blob.Open(cfg.DataDir)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	db, err := store.Open(ctx, cfg.DB)
 	if err != nil {
+		lock.Close()
 		return nil, err
 	}
 	src := cfg.Datasets
@@ -118,7 +128,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 			src = &datasets.FTP{Addr: cfg.FTPAddr, User: cfg.FTPUser, Password: cfg.FTPPassword, CacheDir: filepath.Join(cfg.DataDir, "ftpcache")}
 		}
 	}
-	srv := &Server{cfg: cfg, DB: db, Blobs: blobs, Metrics: api.NewMetrics(db)}
+	srv := &Server{cfg: cfg, DB: db, Blobs: blobs, Metrics: api.NewMetrics(db), lock: lock}
 	srv.Eval = eval.NewRunner(db, blobs, src, cfg.Engine, cfg.EvalThreads, cfg.Log)
 	srv.Sched = scheduler.New(db, blobs, scheduler.Config{
 		ModelsDir: cfg.ModelsDir, Datasets: src, Init: cfg.Init, Now: cfg.Now, Log: cfg.Log,
@@ -127,7 +137,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		OnRoundClosed: srv.Eval.Enqueue,
 	})
 	if err := srv.Sched.Recover(ctx); err != nil {
-		db.Close()
+		srv.Close()
 		return nil, err
 	}
 	srv.handler = api.New(srv.Sched, srv.Metrics, cfg.Log)
@@ -173,14 +183,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	if cerr := s.DB.Close(); err == nil {
+	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// Close releases the database without serving (for command-line account tools).
-func (s *Server) Close() error { return s.DB.Close() }
+// Close releases the database and the data directory lock. Serve calls it on return.
+func (s *Server) Close() error {
+	err := s.DB.Close()
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
+	return err
+}
 
 func redactDSN(dsn string) string {
 	if store.IsPostgres(dsn) {
