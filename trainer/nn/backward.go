@@ -33,32 +33,6 @@ func parMatMul(threads int, transA, transB bool, m, n, k int, a []float32, lda i
 	})
 }
 
-// headForward runs batched layer i (after the energy layer) over n samples.
-func (ws *Workspace) headForward(i, n int, train bool, seed uint64) {
-	l := &ws.m.layers[i]
-	xs, ys := l.in.Size(), l.out.Size()
-	x, y := ws.input(i)[:n*xs], ws.acts[i][:n*ys]
-	switch l.Type {
-	case spec.Dense:
-		wt, b := ws.m.params[l.w].T.Data, ws.m.params[l.b].T.Data
-		parMatMul(ws.threads, false, true, n, ys, xs, x, xs, wt, xs, 0, y, ys)
-		for s := 0; s < n; s++ {
-			row := y[s*ys : (s+1)*ys]
-			for j := range row {
-				row[j] += b[j]
-			}
-		}
-	case spec.ReLU:
-		relu(y)
-	case spec.Dropout:
-		for s := 0; s < n; s++ {
-			dropoutForward(l.Rate, train, seed, i, s, x[s*xs:(s+1)*xs], y[s*ys:(s+1)*ys], ws.mask[i][s*ys:(s+1)*ys])
-		}
-	default:
-		panic(fmt.Sprintf("nn: layer %d (%s) after the energy layer", i, l.Type))
-	}
-}
-
 // ensureTraining allocates the gradient buffers on first use.
 func (ws *Workspace) ensureTraining() {
 	if ws.grads != nil {
@@ -66,8 +40,10 @@ func (ws *Workspace) ensureTraining() {
 	}
 	m := ws.m
 	ws.grads = make([]tensor.Named, len(m.params))
+	ws.headGrads = make([][]float32, len(m.params))
 	for i, p := range m.params {
 		ws.grads[i] = tensor.Named{Name: p.Name, T: tensor.New(p.T.Shape...)}
+		ws.headGrads[i] = ws.grads[i].T.Data
 	}
 	width, act := 0, 0
 	for i, l := range m.layers {
@@ -130,40 +106,18 @@ func (ws *Workspace) TrainBatch(n int, labels []int, seed uint64) (loss float64,
 	cur := 0
 	loss, correct = softmaxXent(logits, ws.probs, ws.dHead[cur], labels, n, classes)
 
-	firstConv := -1
-	for i := 0; i < m.energy; i++ {
-		if m.layers[i].Type == spec.Conv {
-			firstConv = i
-			break
-		}
-	}
+	ws.head.grads = ws.headGrads
 	for i := len(m.layers) - 1; i > m.energy; i-- {
-		l := &m.layers[i]
-		xs, ys := l.in.Size(), l.out.Size()
-		dy := ws.dHead[cur][:n*ys]
-		switch l.Type {
-		case spec.Dense:
-			x := ws.input(i)[:n*xs]
-			wt := m.params[l.w].T.Data
-			parMatMul(ws.threads, true, false, ys, xs, n, dy, ys, x, xs, 0, ws.grads[l.w].T.Data, xs)
-			gb := ws.grads[l.b].T.Data
-			clear(gb)
-			for s := 0; s < n; s++ {
-				for j, v := range dy[s*ys : (s+1)*ys] {
-					gb[j] += v
-				}
-			}
-			if firstConv >= 0 || hasDenseBelow(m, i) {
-				parMatMul(ws.threads, false, false, n, xs, ys, dy, ys, wt, xs, 0, ws.dHead[1-cur][:n*xs], xs)
-				cur = 1 - cur
-			}
-		case spec.ReLU:
-			reluBackward(ws.acts[i][:n*ys], dy)
-		case spec.Dropout:
-			mulInPlace(dy, ws.mask[i][:n*ys])
+		l, info := ws.layers[i], &m.layers[i]
+		dy := ws.dHead[cur][:n*info.out.Size()]
+		if l.inPlace() {
+			l.backward(&ws.head, 0, n, dy, nil)
+			continue
 		}
+		l.backward(&ws.head, 0, n, dy, ws.dHead[1-cur][:n*info.in.Size()])
+		cur = 1 - cur
 	}
-	if firstConv < 0 {
+	if ws.firstConv < 0 {
 		return loss, correct, nil
 	}
 	dE := ws.dHead[cur]
@@ -176,56 +130,29 @@ func (ws *Workspace) TrainBatch(n int, labels []int, seed uint64) (loss float64,
 		}
 		lo, hi := split(n, chunks, c)
 		for s := lo; s < hi; s++ {
-			ws.trunkBackward(ws.workers[w], g, s, dE[s*es:(s+1)*es], firstConv)
+			ws.trunkBackward(ws.workers[w], g, s, dE[s*es:(s+1)*es])
 		}
 	})
 	ws.reduce(chunks)
 	return loss, correct, nil
 }
 
-// hasDenseBelow reports whether a dense layer sits between the energy layer and i.
-func hasDenseBelow(m *Model, i int) bool {
-	for j := m.energy + 1; j < i; j++ {
-		if m.layers[j].Type == spec.Dense {
-			return true
-		}
-	}
-	return false
-}
-
-// trunkBackward back-propagates sample s from the energy output down to layer stop
-// (the first conv), adding parameter gradients into grads (its chunk's sums) and
-// using w's scratch buffers.
-func (ws *Workspace) trunkBackward(w *worker, grads [][]float32, s int, dE []float32, stop int) {
-	m := ws.m
+// trunkBackward back-propagates sample s from the energy output down to the first
+// conv, adding parameter gradients into grads (its chunk's sums) and using w's scratch
+// buffers.
+func (ws *Workspace) trunkBackward(w *worker, grads [][]float32, s int, dE []float32) {
+	p := &w.pass
+	p.w, p.grads = w, grads
 	dy := dE
 	bufs := [2][]float32{w.dA, w.dB}
 	next := 0
-	for i := m.energy; i >= stop; i-- {
-		l := &m.layers[i]
-		xs, ys := l.in.Size(), l.out.Size()
-		dx := bufs[next][:xs]
-		switch l.Type {
-		case spec.Energy:
-			energyBackward(l, dy, dx)
-		case spec.MaxPool:
-			maxPoolBackward(l, ws.input(i)[s*xs:(s+1)*xs], ws.acts[i][s*ys:(s+1)*ys], dy, dx, ws.sampleIdx(i, s), ws.poolReLU[i])
-		case spec.ReLU:
-			if !ws.skip[i] || ws.fuse[i-1] {
-				reluBackward(ws.acts[i][s*ys:(s+1)*ys], dy)
-			}
+	for i := ws.m.energy; i >= ws.firstConv; i-- {
+		l := ws.layers[i]
+		if l.inPlace() {
+			dy = l.backward(p, s, s+1, dy, nil)
 			continue
-		case spec.Dropout:
-			mulInPlace(dy, ws.mask[i][s*ys:(s+1)*ys])
-			continue
-		case spec.Conv:
-			x := ws.input(i)[s*xs : (s+1)*xs]
-			if i == stop {
-				dx = nil
-			}
-			convBackward(l, m.params[l.w].T.Data, x, dy, grads[l.w], grads[l.b], dx, w.cols, w.dcols, w.planes, w.dplanes)
 		}
-		dy = dx
+		dy = l.backward(p, s, s+1, dy, bufs[next][:ws.m.layers[i].in.Size()])
 		next = 1 - next
 	}
 }

@@ -18,20 +18,18 @@ type Workspace struct {
 	batch   int
 	threads int
 
-	in   []float32   // batch x In[0]
-	acts [][]float32 // acts[i]: batch x Out[i]; a ReLU shares its input's buffer
-	mask [][]float32 // dropout scale per element: 0 or 1/(1-rate)
-	idx  [][]int32   // arg-max per output of the 3x3 maxpools that apply a ReLU
-
-	fuse     []bool // fuse[i]: conv layer i applies the following ReLU itself
-	poolReLU []bool // poolReLU[i]: maxpool layer i applies the ReLU before it to its output
-	skip     []bool // skip[i]: ReLU layer i is done by a neighbour (fuse or poolReLU)
+	in        []float32   // batch x In[0]
+	acts      [][]float32 // acts[i]: batch x Out[i]; a ReLU shares its input's buffer
+	layers    []layer     // spec order, bound to in and acts
+	firstConv int         // index of the first conv layer, -1 when there is none
+	workers   []*worker
+	head      pass // pass of the batched layers after the energy layer
 
 	// Training buffers, allocated on the first TrainBatch.
-	grads   []tensor.Named // spec order, summed over the batch
-	dHead   [2][]float32   // ping-pong gradients for the batched head layers
-	probs   []float32      // batch x classes
-	workers []*worker
+	grads     []tensor.Named // spec order, summed over the batch
+	headGrads [][]float32    // the Data of grads, by parameter index, for the head layers
+	dHead     [2][]float32   // ping-pong gradients for the batched head layers
+	probs     []float32      // batch x classes
 	// chunkGrads[c][p] sums trunk parameter p's gradient over the samples of chunk c
 	// (nil for head parameters). Chunks, not workers, own the partial sums, so the
 	// summation order does not depend on which goroutine ran which chunk.
@@ -50,6 +48,7 @@ type worker struct {
 	dcols   []float32 // gradient of cols
 	dA      []float32 // per-sample activation gradients, ping-pong
 	dB      []float32 //
+	pass    pass      // reused for every call, so the layer interface calls do not allocate
 }
 
 // NewWorkspace allocates the inference buffers for batches of up to batch samples run
@@ -66,39 +65,15 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 	ws.in = make([]float32, batch*r.In[0].Size())
 	n := len(m.layers)
 	ws.acts = make([][]float32, n)
-	ws.mask = make([][]float32, n)
-	ws.idx = make([][]int32, n)
-	ws.fuse = make([]bool, n)
-	ws.poolReLU = make([]bool, n)
-	ws.skip = make([]bool, n)
 	for i, l := range m.layers {
-		size := batch * l.out.Size()
-		switch l.Type {
-		case spec.ReLU:
+		if l.Type == spec.ReLU {
 			// In place: no layer's backward needs the output of the layer before a ReLU.
-			if i == 0 {
-				ws.acts[i] = ws.in
-			} else {
-				ws.acts[i] = ws.acts[i-1]
-			}
+			ws.acts[i] = ws.input(i)
 			continue
-		case spec.Dropout:
-			ws.mask[i] = make([]float32, size)
-		case spec.Conv:
-			if i+1 < n && m.layers[i+1].Type == spec.ReLU {
-				if i+2 < n && m.layers[i+2].Type == spec.MaxPool {
-					ws.poolReLU[i+2] = true
-					if m.layers[i+2].Kernel == 3 {
-						ws.idx[i+2] = make([]int32, batch*m.layers[i+2].out.Size())
-					}
-				} else {
-					ws.fuse[i] = true
-				}
-				ws.skip[i+1] = true
-			}
 		}
-		ws.acts[i] = make([]float32, size)
+		ws.acts[i] = make([]float32, batch*l.out.Size())
 	}
+	ws.buildLayers()
 	cols, planes := 0, 0
 	for _, l := range m.layers {
 		if l.Type == spec.Conv {
@@ -111,15 +86,6 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 		ws.workers[w] = &worker{cols: make([]float32, cols), planes: make([]float32, planes), dplanes: make([]float32, planes)}
 	}
 	return ws, nil
-}
-
-// sampleIdx returns sample s's arg-max slice of layer i, or nil.
-func (ws *Workspace) sampleIdx(i, s int) []int32 {
-	if ws.idx[i] == nil {
-		return nil
-	}
-	n := ws.m.layers[i].out.Size()
-	return ws.idx[i][s*n : (s+1)*n]
 }
 
 // Batch returns the largest batch the workspace takes.
@@ -183,8 +149,9 @@ func (ws *Workspace) Forward(n int, train bool, seed uint64) []float32 {
 	}
 	ws.gemmSetup()
 	dynamic(ws.threads, n, func(w, s int) { ws.trunkForward(ws.workers[w], s, train, seed) })
-	for i := ws.m.energy + 1; i < len(ws.m.layers); i++ {
-		ws.headForward(i, n, train, seed)
+	ws.head.train, ws.head.seed = train, seed
+	for i := ws.m.energy + 1; i < len(ws.layers); i++ {
+		ws.layers[i].forward(&ws.head, 0, n)
 	}
 	last := len(ws.m.layers) - 1
 	return ws.acts[last][:n*ws.m.r.Classes]
@@ -195,25 +162,9 @@ func (ws *Workspace) gemmSetup() { gemm.SetThreads(1) }
 
 // trunkForward runs sample s through the spatial layers up to and including energy.
 func (ws *Workspace) trunkForward(w *worker, s int, train bool, seed uint64) {
-	m := ws.m
-	for i := 0; i <= m.energy; i++ {
-		l := &m.layers[i]
-		xs, ys := l.in.Size(), l.out.Size()
-		x := ws.input(i)[s*xs : (s+1)*xs]
-		y := ws.acts[i][s*ys : (s+1)*ys]
-		switch l.Type {
-		case spec.Conv:
-			convForward(l, m.params[l.w].T.Data, m.params[l.b].T.Data, x, y, w.cols, w.planes, ws.fuse[i])
-		case spec.ReLU:
-			if !ws.skip[i] {
-				relu(y)
-			}
-		case spec.MaxPool:
-			maxPoolForward(l, x, y, ws.sampleIdx(i, s), ws.poolReLU[i])
-		case spec.Energy:
-			energyForward(l, x, y)
-		case spec.Dropout:
-			dropoutForward(l.Rate, train, seed, i, s, x, y, ws.mask[i][s*ys:(s+1)*ys])
-		}
+	p := &w.pass
+	p.w, p.train, p.seed = w, train, seed
+	for _, l := range ws.layers[:ws.m.energy+1] {
+		l.forward(p, s, s+1)
 	}
 }
