@@ -1,6 +1,6 @@
 // Package nn is texgrid's CNN engine: a Model built from a resolved spec, with layers
 // (conv2D, reluLayer, maxPool2D, energy, dense, dropout in layer.go; their kernels in
-// layers.go) that run forward and backward over buffers preallocated in a Workspace.
+// kernels.go) that run forward and backward over buffers preallocated in a Workspace.
 // Convolutions are im2col + GEMM through package gemm. Samples go to worker goroutines as they become free; each trunk gradient is
 // summed per fixed chunk of the batch and the chunks are added in order, so the same
 // weights, inputs, seed and thread count always give bit-identical results (and for
