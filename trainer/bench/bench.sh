@@ -21,6 +21,7 @@ THREADS=${THREADS:-2}
 BATCH=${BATCH:-32}
 SIZE=${SIZE:-256}
 SECS=${BENCH_SECONDS:-10}
+REPEAT=${REPEAT:-1} # rounds of all engines; the table keeps each engine's best round
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 
@@ -52,6 +53,7 @@ run() { # label, command...
 	fi
 }
 
+for round in $(seq "$REPEAT"); do
 for model in $MODELS; do
 	run "torch $model" "$PY" "$ROOT/trainer/bench/peer_torch.py" --model "$model" "${COMMON[@]}"
 	run "go $model" "$TRAINER" bench --model "$model" "${COMMON[@]}"
@@ -62,6 +64,7 @@ for model in $MODELS; do
 		run "ort $model" "$TRAINER" bench-ort --onnx-from-spec "$model" --batch "$BATCH" --threads "$THREADS" --size "$SIZE" --seconds "$SECS"
 	fi
 done
+done
 
 "$PY" - "$LINES" <<'PYEOF'
 import json, sys
@@ -69,7 +72,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
     kind, model = r["label"].split(" ", 1)
-    by.setdefault(model, {})[kind] = r["result"]
+    best = by.setdefault(model, {}).setdefault(kind, {})
+    for k, v in r["result"].items():
+        if k in ("train_samples_per_s", "infer_samples_per_s", "gflops", "infer_gflops") and k in best:
+            best[k] = max(best[k], v)
+        elif k == "peak_rss_mb" and k in best:
+            best[k] = max(best[k], v)
+        else:
+            best[k] = v
+print("\nbest of %d round(s) per engine" % max(1, sum(1 for r in rows if r["label"] == rows[0]["label"])))
 print()
 print("%-11s %-10s %10s %10s %8s %8s %8s %9s %9s" % ("model", "engine", "train/s", "infer/s", "GFLOP/s", "rss MB", "blas", "train x", "infer x"))
 for model, engines in by.items():
