@@ -234,9 +234,15 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 	)
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		cl, resp, outErr = nil, nil, nil
-		r, err := s.lockRound(tx, w0.CampaignID, w0.Round)
-		if err != nil {
-			return err
+		q := s.raw(tx)
+		var r store.Round
+		lock := ""
+		if s.db.Postgres {
+			lock = " FOR UPDATE"
+		}
+		if err := q.row(`SELECT state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ?`+lock,
+			w0.CampaignID, w0.Round).Scan(&r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
+			return fmt.Errorf("round %d: %w", w0.Round, err)
 		}
 		now := s.now()
 		credit := float64(w0.FLOPs) * CreditPerFLOP
@@ -247,8 +253,8 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			// Slots were reissued in this round: another issue of this slot may have
 			// been merged already.
 			var dup int64
-			if err := tx.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND slot = ? AND state = ?",
-				w0.CampaignID, w0.Round, w0.Slot, store.WUAccepted).Count(&dup).Error; err != nil {
+			if err := q.row(`SELECT COUNT(*) FROM work_units WHERE campaign_id = ? AND round = ? AND slot = ? AND state = ?`,
+				w0.CampaignID, w0.Round, w0.Slot, store.WUAccepted).Scan(&dup); err != nil {
 				return err
 			}
 			if dup > 0 {
@@ -256,12 +262,12 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			}
 		}
 		// Claim the unit; if it is no longer open, something else recorded or aborted it.
-		claim := tx.Model(&store.WorkUnit{}).Where("id = ? AND state IN ?", w0.ID, []string{store.WUIssued, store.WUExpired, store.WUClosed}).
-			Updates(map[string]any{"state": outcome, "finished_at": now, "progress": 1})
-		if claim.Error != nil {
-			return claim.Error
+		claimed, err := q.exec(`UPDATE work_units SET state = ?, finished_at = ?, progress = 1 WHERE id = ? AND state IN (?, ?, ?)`,
+			outcome, now, w0.ID, store.WUIssued, store.WUExpired, store.WUClosed)
+		if err != nil {
+			return err
 		}
-		if claim.RowsAffected == 0 {
+		if claimed == 0 {
 			var w store.WorkUnit
 			if err := tx.Take(&w, w0.ID).Error; err != nil {
 				return err
@@ -276,26 +282,27 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			outErr = fail(protocol.CodeWUClosed, "work unit %d was aborted (host detached or campaign stopped); drop it", w.ID)
 			return nil
 		}
-		res := store.Result{WorkUnitID: w0.ID, HostID: w0.HostID, CampaignID: w0.CampaignID, Round: w0.Round, SHA256: sha,
-			Size: size, Outcome: outcome, Samples: meta.Samples, Loss: meta.Loss, Norm: norm, Credit: credit, CreatedAt: now}
-		if outcome == protocol.OutcomeAccepted {
-			res.Data = data
+		var inline []byte
+		if outcome == protocol.OutcomeAccepted && len(data) > 0 {
+			inline = data
 		}
-		if err := tx.Create(&res).Error; err != nil {
+		if _, err := q.exec(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, sha256, size, outcome, reason,
+			samples, loss, norm, credit, created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)`,
+			w0.ID, w0.HostID, w0.CampaignID, w0.Round, sha, size, outcome, meta.Samples, meta.Loss, norm, credit, now, inline); err != nil {
 			return err
 		}
-		if err := tx.Model(&store.Host{}).Where("id = ?", w0.HostID).Updates(map[string]any{
-			"results_valid": gorm.Expr("results_valid + 1"), "credit": gorm.Expr("credit + ?", credit), "last_contact": now}).Error; err != nil {
+		if _, err := q.exec(`UPDATE hosts SET results_valid = results_valid + 1, credit = credit + ?, last_contact = ? WHERE id = ?`,
+			credit, now, w0.HostID); err != nil {
 			return err
 		}
 		resp = &protocol.ResultResponse{Outcome: outcome, Round: w0.Round, Credit: credit}
 		if outcome == protocol.OutcomeLate {
 			outErr = lateError(w0)
-			return tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", w0.CampaignID, w0.Round).
-				Update("late", gorm.Expr("late + 1")).Error
+			_, err := q.exec(`UPDATE rounds SET late = late + 1 WHERE campaign_id = ? AND round = ?`, w0.CampaignID, w0.Round)
+			return err
 		}
-		if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", w0.CampaignID, w0.Round).Updates(map[string]any{
-			"accepted": gorm.Expr("accepted + 1"), "samples_trained": gorm.Expr("samples_trained + ?", meta.Samples)}).Error; err != nil {
+		if _, err := q.exec(`UPDATE rounds SET accepted = accepted + 1, samples_trained = samples_trained + ? WHERE campaign_id = ? AND round = ?`,
+			meta.Samples, w0.CampaignID, w0.Round); err != nil {
 			return err
 		}
 		if r.Accepted+1 >= r.Needed {
@@ -303,8 +310,11 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			if err := tx.Take(&c, w0.CampaignID).Error; err != nil {
 				return err
 			}
-			r.Accepted++
-			cl, err = s.closeRound(tx, &c, ci, r)
+			full, err := s.lockRound(tx, w0.CampaignID, w0.Round)
+			if err != nil {
+				return err
+			}
+			cl, err = s.closeRound(tx, &c, ci, full)
 			return err
 		}
 		return nil

@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math"
@@ -132,14 +133,16 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		w = nil
 		slot, attempt := -1, 0
-		var fresh []struct{ NextSlot int }
-		if err := tx.Raw(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
+		q := s.raw(tx)
+		var next int
+		err := q.row(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
 			WHERE campaign_id = ? AND round = ? AND state <> ? AND next_slot < slots RETURNING next_slot`,
-			c.ID, c.Round, store.RoundClosed).Scan(&fresh).Error; err != nil {
+			c.ID, c.Round, store.RoundClosed).Scan(&next)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		if len(fresh) == 1 {
-			slot = fresh[0].NextSlot - 1
+		if err == nil {
+			slot = next - 1
 		} else {
 			lr, err := s.lockRound(tx, c.ID, c.Round)
 			if errors.Is(err, store.ErrNotFound) {
@@ -183,7 +186,10 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 			Seed: int64(wuSeed(ci.spec.Seed, c.Round, slot)), FragmentCount: count,
 			FLOPs: int64(count) * int64(ci.spec.Hyper.Epochs) * 3 * ci.resolved.FLOPs,
 			State: store.WUIssued, IssuedAt: now, Deadline: now.Add(time.Duration(ci.spec.WUDeadline))}
-		return tx.Create(w).Error
+		return q.row(`INSERT INTO work_units (campaign_id, round, slot, attempt, host_id, seed, fragment_count, flops, state,
+			issued_at, deadline, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) RETURNING id`,
+			w.CampaignID, w.Round, w.Slot, w.Attempt, w.HostID, w.Seed, w.FragmentCount, w.FLOPs, w.State,
+			w.IssuedAt, w.Deadline).Scan(&w.ID)
 	})
 	if err != nil || w == nil {
 		return nil, err
