@@ -93,7 +93,7 @@ func readLedger(t *testing.T, g *Grid) ledger {
 				l.accepted[e.Round][e.WorkUnit] = true
 			case strings.HasPrefix(e.Msg, "result late"):
 				l.late++
-			case strings.Contains(e.Msg, "resum"):
+			case e.Msg == "resumed from checkpoint":
 				l.resumed++
 			}
 		}
@@ -137,7 +137,7 @@ func TestServerKill9(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	g := faultGrid(t, ctx)
-	const rounds = 6
+	const rounds = 8
 	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 300, 400, time.Minute))
 	if err != nil {
 		t.Fatal(err)
@@ -148,25 +148,29 @@ func TestServerKill9(t *testing.T) {
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
-	kills := 0
+	kills := 0 // kills that hit a running campaign
 	for {
 		c, err := g.Campaign(ctx, camp.ID)
-		if err == nil && c.State == protocol.StateDone && kills >= 10 {
+		if err == nil && c.State == protocol.StateDone {
 			break
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("campaign not done after %d kills: %v", kills, ctx.Err())
 		}
 		// A random moment: anything from mid-request to between rounds.
-		time.Sleep(time.Duration(200+rng.IntN(2500)) * time.Millisecond)
+		time.Sleep(time.Duration(100+rng.IntN(1200)) * time.Millisecond)
 		if err := g.Server.Kill(); err != nil {
 			t.Fatal(err)
 		}
 		kills++
+		t.Logf("kill %d during round %d", kills, c.Round)
 		time.Sleep(time.Duration(rng.IntN(500)) * time.Millisecond)
 		if err := g.StartServer(ctx); err != nil {
 			t.Fatalf("restart %d: %v", kills, err)
 		}
+	}
+	if kills < 10 {
+		t.Errorf("only %d kills landed while the campaign ran; want at least 10 (make the campaign longer)", kills)
 	}
 	t.Logf("killed the server %d times", kills)
 	if _, err := g.WaitCampaign(ctx, camp.ID, 3*time.Minute, nil); err != nil {
@@ -182,7 +186,9 @@ func TestVolunteerKill9(t *testing.T) {
 	defer cancel()
 	g := faultGrid(t, ctx)
 	const rounds = 3
-	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 1500, 2000, 2*time.Minute))
+	spec := faultCampaign(rounds, 1500, 2000, 2*time.Minute)
+	spec.Hyper.Epochs = 4 // work units of several seconds, so the kill lands mid-unit
+	camp, err := g.CreateCampaign(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,17 +220,19 @@ func TestVolunteerKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkMerged(t, g, ctx, camp.ID, rounds)
-	if l := readLedger(t, g); l.resumed == 0 {
+	if l := readLedger(t, &Grid{Volunteers: []*Proc{victim}}); l.resumed == 0 {
 		t.Errorf("the killed volunteer did not resume from its checkpoint:\n%s", victim.Tail(4000))
 	}
 }
 
-// hasCheckpoint reports whether a state directory holds a work unit checkpoint.
+// hasCheckpoint reports whether a state directory holds a training checkpoint
+// (volunteer-client's train.ckpt) of an unfinished work unit.
 func hasCheckpoint(stateDir string) bool {
 	found := false
 	_ = filepath.WalkDir(stateDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.Contains(d.Name(), "checkpoint") && !strings.HasSuffix(d.Name(), ".tmp") {
-			found = true
+		if err == nil && !d.IsDir() && d.Name() == "train.ckpt" {
+			_, done := os.Stat(filepath.Join(filepath.Dir(p), "result.json"))
+			found = found || done != nil
 		}
 		return nil
 	})
