@@ -126,11 +126,20 @@ type Proc struct {
 // (SIGTERM, then SIGKILL after 10 s) and prints its log when the test failed.
 func Start(t testing.TB, dir, bin string, args ...string) *Proc {
 	t.Helper()
+	return StartEnv(t, dir, nil, bin, args...)
+}
+
+// StartEnv is Start with extra environment variables ("NAME=value").
+func StartEnv(t testing.TB, dir string, env []string, bin string, args ...string) *Proc {
+	t.Helper()
 	logf, err := os.CreateTemp(dir, filepath.Base(bin)+"-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
