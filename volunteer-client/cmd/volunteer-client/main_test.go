@@ -461,7 +461,7 @@ func TestCPULimitRealTrainer(t *testing.T) {
 	}
 	ctx := context.Background()
 	var cpu, demand, wall [2]time.Duration // [0]: limit 100, [1]: limit 50
-	for cycle := 0; cycle < 3; cycle++ {
+	for cycle := 0; cycle < 2; cycle++ {
 		for i, limit := range []int{100, 50} {
 			if _, err := lc.SetPrefs(ctx, localapi.PrefsPatch{CPULimitPercent: &limit}); err != nil {
 				t.Fatal(err)
@@ -480,7 +480,7 @@ func TestCPULimitRealTrainer(t *testing.T) {
 		t.Fatalf("the work unit ended inside the measurement:\n%s", p.LogText())
 	}
 	pct := func(d, w time.Duration) float64 { return 100 * d.Seconds() / w.Seconds() }
-	t.Logf("real trainer, 1 thread: limit 100: CPU share %.1f%%, demand %.1f%%; limit 50: CPU share %.1f%%, demand %.1f%% (6 s of each, alternating)",
+	t.Logf("real trainer, 1 thread: limit 100: CPU share %.1f%%, demand %.1f%%; limit 50: CPU share %.1f%%, demand %.1f%% (4 s of each, alternating)",
 		pct(cpu[0], wall[0]), pct(demand[0], wall[0]), pct(cpu[1], wall[1]), pct(demand[1], wall[1]))
 	if d := pct(demand[1], wall[1]); d < 40 || d > 60 {
 		t.Errorf("demand share %.1f%% at limit 50, want 50%% ± 10", d)
