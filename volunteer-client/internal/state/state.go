@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -68,12 +67,12 @@ func Open(path string, create bool) (*Dir, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("state dir %s is not a directory", abs)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if tooOpen(fi.Mode()) {
 		return nil, fmt.Errorf("state dir %s has mode %04o; it holds the host token, so group and others must have no access (chmod 700 %s): %w",
 			abs, fi.Mode().Perm(), abs, ErrBadMode)
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return nil, fmt.Errorf("state dir %s belongs to uid %d, not to this user (uid %d): %w", abs, st.Uid, os.Getuid(), ErrBadMode)
+	if uid, ok := owner(fi); ok && uid != os.Getuid() {
+		return nil, fmt.Errorf("state dir %s belongs to uid %d, not to this user (uid %d): %w", abs, uid, os.Getuid(), ErrBadMode)
 	}
 	return &Dir{Path: abs}, nil
 }
@@ -90,9 +89,9 @@ func (d *Dir) Lock() error {
 	if err != nil {
 		return fmt.Errorf("lock state dir: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockFile(f); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errWouldBlock) {
 			return fmt.Errorf("%s: %w", d.Path, ErrLocked)
 		}
 		return fmt.Errorf("lock state dir: %w", err)
@@ -175,7 +174,7 @@ func ReadSecret(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("secret: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
+	if tooOpen(fi.Mode()) {
 		return "", fmt.Errorf("%s has mode %04o; a token file must be 0600 (chmod 600 %s): %w", path, fi.Mode().Perm(), path, ErrBadMode)
 	}
 	b, err := os.ReadFile(path)

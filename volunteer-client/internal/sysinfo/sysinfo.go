@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // Info is what the client tells the server about this machine.
@@ -55,15 +54,6 @@ func ParseMeminfo(b []byte) (total, avail int64) {
 		}
 	}
 	return total, avail
-}
-
-// FreeDisk returns the bytes available to this user on the file system holding path.
-func FreeDisk(path string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, fmt.Errorf("free disk of %s: %w", path, err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
 // LoadAvg returns the 1-minute load average from /proc/loadavg.
