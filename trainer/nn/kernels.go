@@ -242,8 +242,8 @@ func reluBackward(y, dy []float32) {
 // maxPoolForward takes the maximum of each k x k window (no padding). With reluOut it
 // also clamps the outputs at zero: max and ReLU commute, so a ReLU before the pool can
 // run on the smaller output instead. The 3x3 ReLU case records the arg-max of each
-// window in idx (an index into x); the others leave idx alone and the backward pass
-// searches the window again.
+// window in idx (an index into x) when idx is not nil (training); otherwise, and in the
+// other cases, the backward pass searches the window again.
 func maxPoolForward(l *layerInfo, x, y []float32, idx []int32, reluOut bool) {
 	c, h, w := l.in.C, l.in.H, l.in.W
 	k, s := l.Kernel, l.Stride
@@ -274,6 +274,18 @@ func maxPoolForward(l *layerInfo, x, y []float32, idx []int32, reluOut bool) {
 				}
 				o += ow
 				continue
+			case reluOut && k == 3:
+				// The same integer max without the arg-max, for inference.
+				r0, r1, r2 := x[top:top+w], x[top+w:top+2*w], x[top+2*w:top+3*w]
+				for ox := range yr {
+					j := ox * s
+					a0, a1, a2 := r0[j:j+3:j+3], r1[j:j+3:j+3], r2[j:j+3:j+3]
+					m := max(bits(a0[0]), bits(a0[1]), bits(a0[2]), bits(a1[0]), bits(a1[1]), bits(a1[2]),
+						bits(a2[0]), bits(a2[1]), bits(a2[2]), 0)
+					yr[ox] = math.Float32frombits(uint32(m))
+				}
+				o += ow
+				continue
 			case k == 3:
 				r0, r1, r2 := x[top:top+w], x[top+w:top+2*w], x[top+2*w:top+3*w]
 				for ox := range yr {
@@ -300,6 +312,9 @@ func maxPoolForward(l *layerInfo, x, y []float32, idx []int32, reluOut bool) {
 		}
 	}
 }
+
+// bits returns v's bit pattern as a signed integer.
+func bits(v float32) int32 { return int32(math.Float32bits(v)) }
 
 // pack puts v's bit pattern, as a signed integer, above a 4-bit tag.
 func pack(v float32, tag int64) int64 { return int64(int32(math.Float32bits(v)))<<4 | tag }

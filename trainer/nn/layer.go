@@ -159,7 +159,11 @@ func (mp *maxPool2D) sampleIdx(s int) []int32 {
 func (mp *maxPool2D) forward(p *pass, lo, hi int) {
 	xs, ys := mp.info.in.Size(), mp.info.out.Size()
 	for s := lo; s < hi; s++ {
-		maxPoolForward(mp.info, mp.x[s*xs:(s+1)*xs], mp.y[s*ys:(s+1)*ys], mp.sampleIdx(s), mp.reluOut)
+		var idx []int32
+		if p.train {
+			idx = mp.sampleIdx(s) // inference needs no arg-max
+		}
+		maxPoolForward(mp.info, mp.x[s*xs:(s+1)*xs], mp.y[s*ys:(s+1)*ys], idx, mp.reluOut)
 	}
 }
 
