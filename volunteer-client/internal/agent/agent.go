@@ -441,11 +441,12 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 	if err := a.work.SaveResult(r, delta); err != nil {
 		return err
 	}
-	r2, delta2, err := a.work.LoadResult()
+	// Upload what is on disk, exactly the bytes a restart would send.
+	saved, body, err := a.work.LoadResult()
 	if err != nil {
 		return err
 	}
-	return a.upload(ctx, r2, delta2)
+	return a.upload(ctx, saved, body)
 }
 
 // progress is the training position shared with the heartbeat goroutine.
@@ -457,7 +458,6 @@ type progress struct {
 func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) error {
 	wu := &d.WorkUnit
 	wctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
 	pr := &progress{hb: protocol.HeartbeatRequest{Progress: job.Progress()}}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -465,8 +465,8 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 		defer wg.Done()
 		a.heartbeats(wctx, wu.ID, pr, cancel)
 	}()
-	defer wg.Wait()
-	defer cancel(nil)
+	defer wg.Wait()   // runs second: the heartbeat goroutine has stopped
+	defer cancel(nil) // runs first
 
 	lastCkpt := time.Now()
 	dirty := false
