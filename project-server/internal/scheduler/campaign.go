@@ -189,6 +189,21 @@ func (s *Scheduler) info(c *store.Campaign) (*campaignInfo, error) {
 	return ci, nil
 }
 
+// infoByID returns a campaign's parsed spec, reading the campaign only on a cache miss.
+func (s *Scheduler) infoByID(ctx context.Context, id int64) (*campaignInfo, error) {
+	s.specMu.Lock()
+	ci := s.specs[id]
+	s.specMu.Unlock()
+	if ci != nil {
+		return ci, nil
+	}
+	c, err := s.getCampaign(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return s.info(c)
+}
+
 func (s *Scheduler) loadModelSpec(c *protocol.CampaignSpec) (*spec.Spec, error) {
 	if len(c.ModelSpec) > 0 {
 		sp, err := spec.Parse(c.ModelSpec)

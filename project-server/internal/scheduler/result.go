@@ -49,18 +49,15 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.getCampaign(ctx, w.CampaignID)
-	if err != nil {
-		return nil, err
-	}
-	ci, err := s.info(c)
+	ci, err := s.infoByID(ctx, w.CampaignID)
 	if err != nil {
 		return nil, err
 	}
 	if resp, err, done := s.replay(s.read(ctx), w, meta.SHA256); done {
 		return resp, err
 	}
-	if w.State == store.WUAborted || c.State == protocol.StateStopped {
+	// A stopped campaign aborts its open units, so the unit's state says it all.
+	if w.State == store.WUAborted {
 		return nil, fail(protocol.CodeWUClosed, "work unit %d was aborted (host detached or campaign stopped); drop it", wuID)
 	}
 	if contentLength > ci.deltaMax {

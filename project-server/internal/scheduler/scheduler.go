@@ -276,6 +276,9 @@ func (s *Scheduler) UpdateHost(ctx context.Context, hostID int64, req *protocol.
 	if err := s.db.WithContext(ctx).Model(&store.Host{}).Where("id = ?", hostID).Updates(up).Error; err != nil {
 		return fmt.Errorf("update host %d: %w", hostID, err)
 	}
+	s.mu.Lock()
+	delete(s.touched, hostID)
+	s.mu.Unlock()
 	return nil
 }
 

@@ -74,17 +74,20 @@ func (s *Scheduler) touch(ctx context.Context, hostID int64, gflops float64) err
 		return err
 	}
 	s.mu.Lock()
+	known := gflops > 0 || t.known
 	if gflops <= 0 {
 		gflops = t.gflops
 	}
-	s.touched[hostID] = touchMark{at: now, gflops: gflops}
+	s.touched[hostID] = touchMark{at: now, gflops: gflops, known: known}
 	s.mu.Unlock()
 	return nil
 }
 
+// touchMark is what the scheduler remembers of a host between requests.
 type touchMark struct {
 	at     time.Time
 	gflops float64
+	known  bool // gflops is the stored value
 }
 
 // issue picks a slot of the campaign's current round for the host. Fresh slots are
@@ -207,9 +210,22 @@ func (s *Scheduler) fragmentCount(ctx context.Context, ci *campaignInfo, hostID 
 	if lo == hi {
 		return lo, nil
 	}
+	s.mu.RLock()
+	t, ok := s.touched[hostID]
+	s.mu.RUnlock()
 	var h store.Host
-	if err := s.read(ctx).Select("gflops").Take(&h, hostID).Error; err != nil {
-		return 0, err
+	if ok && t.known {
+		h.GFLOPS = t.gflops
+	} else {
+		if err := s.read(ctx).Select("gflops").Take(&h, hostID).Error; err != nil {
+			return 0, err
+		}
+		s.mu.Lock()
+		if t, ok := s.touched[hostID]; ok {
+			t.gflops, t.known = h.GFLOPS, true
+			s.touched[hostID] = t
+		}
+		s.mu.Unlock()
 	}
 	if h.GFLOPS <= 0 {
 		return lo, nil
