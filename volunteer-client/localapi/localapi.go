@@ -49,17 +49,22 @@ const (
 
 // Status is GET /v1/state: what the client is doing right now.
 type Status struct {
-	State         string     `json:"state"`            // one of the State* constants
-	Reason        string     `json:"reason,omitempty"` // why waiting or idle, for humans
-	Server        string     `json:"server,omitempty"` // project server URL
-	HostID        int64      `json:"host_id,omitempty"`
-	WorkUnit      *WorkUnit  `json:"work_unit,omitempty"`
-	LastError     string     `json:"last_error,omitempty"`
-	LastErrorAt   *time.Time `json:"last_error_at,omitempty"`
-	Completed     int        `json:"completed"` // results accepted since start
-	Late          int        `json:"late"`      // results answered late since start
-	Prefs         Prefs      `json:"prefs"`
-	ClientVersion string     `json:"client_version"`
+	State       string     `json:"state"`            // one of the State* constants
+	Reason      string     `json:"reason,omitempty"` // why waiting or idle, for humans
+	Server      string     `json:"server,omitempty"` // project server URL
+	HostID      int64      `json:"host_id,omitempty"`
+	WorkUnit    *WorkUnit  `json:"work_unit,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+	Completed   int        `json:"completed"` // results accepted since start
+	Late        int        `json:"late"`      // results answered late since start
+	// BusySeconds is the wall time spent training batches since start, and
+	// ThrottledSeconds the time slept between them for the CPU limit: their ratio is
+	// the duty cycle the limit sets.
+	BusySeconds      float64 `json:"busy_seconds"`
+	ThrottledSeconds float64 `json:"throttled_seconds"`
+	Prefs            Prefs   `json:"prefs"`
+	ClientVersion    string  `json:"client_version"`
 }
 
 // WorkUnit is the current work unit as the volunteer sees it.

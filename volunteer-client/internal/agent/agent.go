@@ -503,7 +503,12 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 		}
 		return ctx.Err()
 	}
-	thr := newThrottle()
+	thr := &throttle{account: func(busy, slept time.Duration) {
+		a.update(func(s *localapi.Status) {
+			s.BusySeconds += busy.Seconds()
+			s.ThrottledSeconds += slept.Seconds()
+		})
+	}}
 	for {
 		if wctx.Err() != nil {
 			return stop()
@@ -532,6 +537,7 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 			}
 		})
 		if info.Done {
+			thr.account(time.Since(thr.wall), 0)
 			return nil
 		}
 		if time.Since(lastCkpt) >= time.Duration(p.CheckpointSeconds)*time.Second {
@@ -632,26 +638,30 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 type throttle struct {
 	wall time.Time
 	over time.Duration // slept beyond what was asked, to take off the next sleep
+	// account hears each batch's busy time and the sleep that followed it.
+	account func(busy, slept time.Duration)
 }
-
-func newThrottle() *throttle { return &throttle{} }
 
 func (t *throttle) begin() { t.wall = time.Now() }
 
 func (t *throttle) end(ctx context.Context, limit int) error {
+	busy := time.Since(t.wall)
 	if limit >= 100 || limit <= 0 {
 		t.over = 0
+		t.account(busy, 0)
 		return nil
 	}
-	busy := time.Since(t.wall)
 	need := busy*time.Duration(100-limit)/time.Duration(limit) - t.over
 	if need <= 0 {
 		t.over = -need
+		t.account(busy, 0)
 		return nil
 	}
 	start := time.Now()
 	err := backoff.Sleep(ctx, need)
-	t.over = min(time.Since(start)-need, time.Second)
+	slept := time.Since(start)
+	t.over = min(slept-need, time.Second)
+	t.account(busy, slept)
 	return err
 }
 

@@ -54,7 +54,7 @@ func TestCPULimit(t *testing.T) {
 			tr := &stepTrainer{steps: c.steps, burn: 50 * time.Millisecond, burner: br}
 			h := newHarness(t, tr, localapi.PrefsPatch{CPULimitPercent: ptr(c.limit), MaxThreads: ptr(1)})
 			h.workUnit(1)
-			_, stop := h.start(nil)
+			a, stop := h.start(nil)
 			waitFor(t, "training to start", func() bool { return tr.stepCount() >= 2 })
 			run0, wait0 := schedstat(t, br.tid)
 			cpu0, wall0 := processCPU(), time.Now()
@@ -63,6 +63,11 @@ func TestCPULimit(t *testing.T) {
 			run1, wait1 := schedstat(t, br.tid)
 			stop()
 			run, wait := run1-run0, wait1-wait0
+			if st := a.Status(); st.BusySeconds <= 0 || st.ThrottledSeconds <= 0 {
+				t.Errorf("status busy %.2fs throttled %.2fs, want both counted", st.BusySeconds, st.ThrottledSeconds)
+			} else if duty := 100 * st.BusySeconds / (st.BusySeconds + st.ThrottledSeconds); duty < float64(c.limit)-10 || duty > float64(c.limit)+10 {
+				t.Errorf("reported duty cycle %.1f%%, want %d%% ± 10", duty, c.limit)
+			}
 			share := 100 * cpu.Seconds() / wall.Seconds()
 			demand := 100 * (run + wait).Seconds() / wall.Seconds()
 			contended := 100 * wait.Seconds() / wall.Seconds()
