@@ -48,8 +48,9 @@ func (p *Proc) Start() error {
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so a signal to the demo's terminal does not reach it
-	// before the demo has decided what to do.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// before the demo has decided what to do; and killed with its parent, so a test
+	// binary that is itself killed leaves nothing running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("start %s: %w", p.Name, err)
