@@ -12,10 +12,10 @@ import (
 
 // chunkFloats is about how many floats of im2col matrix one GEMM works on: the output
 // rows of a conv are processed in chunks of that size, which bounds the scratch memory
-// of wide layers (tcnn3's conv2 would need 9 MB per worker) and keeps the patch matrix
-// in the core's L2 cache. Measured on tcnn-small, 1 MB chunks are as fast as whole
-// matrices; much smaller ones slow the GEMMs down.
-var chunkFloats = 256 << 10
+// of wide layers (tcnn3's conv2 would need 9 MB per worker for cols and as much for
+// its gradient). Measured here: 4 MB chunks run tcnn3's conv2 and conv3 as fast as
+// whole matrices, 1 MB chunks 18% slower; tcnn-small's layers fit in one chunk.
+var chunkFloats = 1 << 20
 
 // chunkRows returns how many output rows go into one im2col chunk of layer l.
 func chunkRows(l *layerInfo) int {
