@@ -341,3 +341,21 @@ type Status struct {
 	Campaigns       int    `json:"campaigns"`
 	Hosts           int    `json:"hosts"`
 }
+
+// HostInfo is GET /api/v1/hosts/self (added 2026-11-21, still version 1): the host's
+// record as the server keeps it, for the volunteer's tray or status command.
+type HostInfo struct {
+	HostID         int64     `json:"host_id"`
+	Name           string    `json:"name"`
+	Cores          int       `json:"cores"`
+	GFLOPS         float64   `json:"gflops"`
+	Credit         float64   `json:"credit"`          // total credit, one per GFLOP of valid work
+	ResultsValid   int       `json:"results_valid"`   // accepted or late
+	ResultsInvalid int       `json:"results_invalid"` // refused with invalid_delta
+	ErrorRate      float64   `json:"error_rate"`      // invalid / (valid + invalid)
+	LastContact    time.Time `json:"last_contact"`
+}
+
+// HostSelfPath is the path of GET (HostInfo), PATCH (HostUpdateRequest) and DELETE
+// (detach) for the calling host.
+const HostSelfPath = APIPrefix + "/hosts/self"

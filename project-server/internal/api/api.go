@@ -62,6 +62,7 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	api := v1.Group("", h.version)
 	api.POST("/hosts", h.registerHost)
 	host := api.Group("", h.hostToken)
+	host.GET("/hosts/self", h.hostSelf)
 	host.DELETE("/hosts/self", h.detach)
 	host.PATCH("/hosts/self", h.updateHost)
 	host.POST("/work", h.work)
@@ -256,6 +257,20 @@ func (h *Handler) registerHost(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusCreated, resp)
+}
+
+func (h *Handler) hostSelf(c *gin.Context) {
+	host, err := h.s.HostInfo(c.Request.Context(), c.GetInt64("host"))
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	info := protocol.HostInfo{HostID: host.ID, Name: host.Name, Cores: host.Cores, GFLOPS: host.GFLOPS, Credit: host.Credit,
+		ResultsValid: host.ResultsValid, ResultsInvalid: host.ResultsInvalid, LastContact: host.LastContact}
+	if n := host.ResultsValid + host.ResultsInvalid; n > 0 {
+		info.ErrorRate = float64(host.ResultsInvalid) / float64(n)
+	}
+	c.JSON(http.StatusOK, info)
 }
 
 func (h *Handler) detach(c *gin.Context) {

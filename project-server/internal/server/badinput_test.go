@@ -217,10 +217,10 @@ func TestBadInput(t *testing.T) {
 		if res.Outcome != protocol.OutcomeAccepted || rs[0].Accepted != 2 || rs[0].Invalid != 7 {
 			t.Fatalf("after the bad inputs: %+v, round %+v", res, rs[0])
 		}
-		var invalid int
-		e.srv.DB.Raw("SELECT results_invalid FROM hosts WHERE results_invalid > 0").Scan(&invalid)
-		if invalid != 7 {
-			t.Fatalf("host B has %d invalid results on record, want 7", invalid)
+		var info protocol.HostInfo
+		e.must(e.do("GET", protocol.HostSelfPath, b, nil, nil), http.StatusOK, &info)
+		if info.ResultsInvalid != 7 || info.ResultsValid != 1 || info.ErrorRate != 7.0/8 || info.Credit <= 0 {
+			t.Fatalf("host B's record: %+v, want 7 invalid, 1 valid, error rate 7/8 and some credit", info)
 		}
 	})
 }
