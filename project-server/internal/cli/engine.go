@@ -8,6 +8,6 @@ import (
 // DefaultInit makes W(0) for new campaigns.
 var DefaultInit scheduler.InitFunc = scheduler.DefaultInit
 
-// DefaultEngine evaluates closed rounds with the Go engine; ONNX Runtime can take its
-// place behind the same eval.Engine interface.
-var DefaultEngine eval.Engine = eval.Go{}
+// DefaultEngine evaluates closed rounds: with ONNX Runtime when its library loads, else
+// with the Go engine.
+var DefaultEngine eval.Engine = eval.Auto{}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/data"
-	"github.com/texgrid/texgrid/trainer/metrics"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/safetensors"
 	"github.com/texgrid/texgrid/trainer/spec"
@@ -47,32 +46,11 @@ func (g Go) Evaluate(ctx context.Context, job *Job) (*protocol.Metrics, error) {
 	if err := m.SetParams(f.Tensors); err != nil {
 		return nil, err
 	}
-	imgs, _ := data.Eligible(job.Manifest.Refs(data.Test), job.FragmentSize)
-	if len(imgs) == 0 {
-		return nil, fmt.Errorf("dataset %s has no test image of at least %d pixels", job.Dataset, job.FragmentSize)
+	imgs, frags, labelOf, err := testFragments(job, g.Stride)
+	if err != nil {
+		return nil, err
 	}
-	stride := g.Stride
-	if stride <= 0 {
-		stride = max(1, job.FragmentSize/2)
-	}
-	var frags []data.Fragment
-	labelOf := make([]int, len(imgs))
-	for i, im := range imgs {
-		frags = append(frags, data.GridFragments(i, im.Width, im.Height, job.FragmentSize, stride)...)
-		labelOf[i] = im.Class
-	}
-	load := func(key string) (*data.Gray, error) {
-		entry, ok := job.Manifest.ImageByPath(key)
-		if !ok {
-			return nil, fmt.Errorf("image %s is not in the manifest", key)
-		}
-		rc, err := job.Images.Open(ctx, job.Dataset, entry)
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		return data.DecodeGray(rc)
-	}
+	load := func(key string) (*data.Gray, error) { return loadGray(ctx, job, key) }
 	src, err := data.NewFragmentSource(imgs, frags, load, g.CacheBytes)
 	if err != nil {
 		return nil, err
@@ -89,27 +67,5 @@ func (g Go) Evaluate(ctx context.Context, job *Job) (*protocol.Metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	imageOf := make([]int, len(frags))
-	for i, fr := range frags {
-		imageOf[i] = fr.Image
-	}
-	byImage, err := metrics.ByImage(ev.Probs.Data, len(job.Classes), imageOf)
-	if err != nil {
-		return nil, err
-	}
-	ic, err := metrics.ImageConfusion(byImage, len(job.Classes), labelOf)
-	if err != nil {
-		return nil, err
-	}
-	out := &protocol.Metrics{Classes: job.Classes, Fragments: len(frags), Images: len(imgs),
-		FragmentAccuracy: rep.Accuracy, ImageAccuracy: ic.Accuracy(), Loss: ev.Loss, MacroF1: rep.MacroF1,
-		Precision: rep.Precision, Recall: rep.Recall, F1: rep.F1, Engine: "go"}
-	for _, row := range rep.Confusion {
-		r := make([]int, len(row))
-		for j, v := range row {
-			r[j] = int(v)
-		}
-		out.Confusion = append(out.Confusion, r)
-	}
-	return out, nil
+	return finish(job, rep, ev.Probs.Data, frags, labelOf, len(imgs), ev.Loss, "go")
 }
