@@ -43,7 +43,7 @@ func IsPostgres(dsn string) bool {
 // SQLite runs in WAL mode with a busy timeout and one connection, so every write is
 // serialised in the process and never meets SQLITE_BUSY.
 func Open(ctx context.Context, dsn string) (*DB, error) {
-	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true, PrepareStmt: true, NowFunc: func() time.Time { return time.Now().UTC() }}
+	cfg := &gorm.Config{Logger: logger.Discard, SkipDefaultTransaction: true, PrepareStmt: true, PrepareStmtMaxSize: 256, PrepareStmtTTL: time.Hour, NowFunc: func() time.Time { return time.Now().UTC() }}
 	var (
 		g       *gorm.DB
 		err     error
