@@ -46,10 +46,43 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 		}
 	}
 	msg := "no work: no campaign is running"
+	wait := s.cfg.RetryAfter
 	if len(campaigns) > 0 {
 		msg = "no work: every work unit of the running rounds is out; ask again later"
+		wait = s.retryHint(ctx, campaigns)
 	}
-	return &protocol.WorkResponse{RetryAfterSeconds: int(s.cfg.RetryAfter / time.Second), Message: msg}, nil
+	return &protocol.WorkResponse{RetryAfterSeconds: max(1, int(wait/time.Second)), Message: msg}, nil
+}
+
+// retryHint says how long a host without work should wait when every unit of the
+// running rounds is out: a quarter of the previous round's duration (half the current
+// round's age for a first round), between one second and RetryAfter. Short rounds call
+// hosts back soon, so a host that found the round full joins the next one.
+func (s *Scheduler) retryHint(ctx context.Context, campaigns []store.Campaign) time.Duration {
+	now := s.now()
+	best := s.cfg.RetryAfter
+	for _, c := range campaigns {
+		var rs []store.Round
+		if err := s.read(ctx).Select("round", "opened_at", "closed_at").
+			Where("campaign_id = ? AND round IN ?", c.ID, []int{c.Round - 1, c.Round}).Find(&rs).Error; err != nil {
+			continue
+		}
+		var d time.Duration
+		for _, r := range rs {
+			if r.Round == c.Round-1 && r.ClosedAt != nil {
+				d = r.ClosedAt.Sub(r.OpenedAt) / 4
+			}
+		}
+		if d == 0 {
+			for _, r := range rs {
+				if r.Round == c.Round {
+					d = now.Sub(r.OpenedAt) / 2
+				}
+			}
+		}
+		best = min(best, max(time.Second, d))
+	}
+	return best
 }
 
 // touchEvery is how stale a host's last_contact may get before a request rewrites it.

@@ -70,6 +70,7 @@ type env struct {
 	ts         *httptest.Server
 	researcher string
 	accountKey string
+	retryAfter time.Duration // what hosts without work are told; default 1s
 }
 
 const testDataset = "tex"
@@ -118,7 +119,7 @@ func newEnv(t *testing.T, dsn func(t *testing.T, dataDir string) string) *env {
 func (e *env) open() {
 	e.t.Helper()
 	srv, err := server.Open(context.Background(), server.Config{DataDir: e.dataDir, DB: e.dsn, ModelsDir: "testdata/models",
-		Datasets: datasets.Dir{Root: e.datasetDir}, Now: e.clock.Now, RetryAfter: server.Duration(time.Second),
+		Datasets: datasets.Dir{Root: e.datasetDir}, Now: e.clock.Now, RetryAfter: server.Duration(max(time.Second, e.retryAfter)),
 		Log: slog.New(slog.NewTextHandler(logOut(), nil))})
 	if err != nil {
 		e.t.Fatalf("open server: %v", err)

@@ -283,3 +283,36 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
+
+// TestRetryHint: a host that finds every unit out is told to come back after a quarter
+// of the previous round's duration (half the current round's age in round 0), at least
+// a second and at most the configured RetryAfter, so it joins the next round.
+func TestRetryHint(t *testing.T) {
+	e := newEnv(t, func(t *testing.T, dir string) string { return dir + "/db" })
+	e.retryAfter = time.Minute
+	e.restart()
+	c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 1, Rounds: 3, Start: true})
+	a, b := e.host(1), e.host(1)
+	ask := func() protocol.WorkResponse {
+		var w protocol.WorkResponse
+		e.must(e.do("POST", protocol.APIPrefix+"/work", b, protocol.WorkRequest{}, nil), http.StatusOK, &w)
+		return w
+	}
+	wa := e.work(a)
+	e.clock.Add(10 * time.Second)
+	if w := ask(); w.WorkUnit != nil || w.RetryAfterSeconds != 5 {
+		t.Fatalf("round 0, 10 s old: %+v, want retry after 5 s", w)
+	}
+	e.clock.Add(30 * time.Second)
+	e.must(e.upload(a, wa.ID, encode(t, delta(params(t, wa), 1, 0.01), weights.F32), nil), http.StatusOK, nil)
+	if e.work(a) == nil {
+		t.Fatal("round 1 issued nothing")
+	}
+	if w := ask(); w.RetryAfterSeconds != 10 {
+		t.Fatalf("after a 40 s round: %+v, want retry after 10 s", w)
+	}
+	e.must(e.do("POST", fmt.Sprintf("%s/campaigns/%d/pause", protocol.APIPrefix, c.ID), e.researcher, nil, nil), http.StatusOK, nil)
+	if w := ask(); w.RetryAfterSeconds != 60 {
+		t.Fatalf("no running campaign: %+v, want the configured 60 s", w)
+	}
+}
