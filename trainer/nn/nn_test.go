@@ -494,3 +494,40 @@ func TestForwardMatchesInference(t *testing.T) {
 		}
 	}
 }
+
+// TestThreadedBLASMode checks the strategy for large convolutions (the BLAS, not the
+// samples, uses the threads): it must be chosen, and it must give the same gradient
+// bits as one thread, since the BLAS never splits a sum.
+func TestThreadedBLASMode(t *testing.T) {
+	t.Parallel()
+	r := resolve(t, `{"name":"wide","input_channels":64,"layers":[{"type":"conv","filters":80,"kernel":5,"pad":2},
+		{"type":"relu"},{"type":"energy"},{"type":"dense","units":"classes"}]}`, 3, 32)
+	grads := func(threads int) []tensor.Named {
+		m, err := New(r, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 3
+		ws, err := NewWorkspace(m, n, threads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if threads > 1 && (ws.sampleWorkers != 1 || ws.blasThreads != threads) {
+			t.Fatalf("%d threads: %d sample workers, %d BLAS threads; want 1 and %d", threads, ws.sampleWorkers, ws.blasThreads, threads)
+		}
+		rng := rand.New(rand.NewPCG(3, 3))
+		copy(ws.Input(n), randSlice(rng, n*r.In[0].Size(), 1))
+		if _, _, err := ws.TrainBatch(n, []int{0, 1, 2}, 1); err != nil {
+			t.Fatal(err)
+		}
+		return ws.Grads()
+	}
+	a, b := grads(1), grads(2)
+	for i := range a {
+		for j, v := range a[i].T.Data {
+			if math.Float32bits(v) != math.Float32bits(b[i].T.Data[j]) {
+				t.Fatalf("%s[%d]: 1 thread %g, 2 BLAS threads %g", a[i].Name, j, v, b[i].T.Data[j])
+			}
+		}
+	}
+}
