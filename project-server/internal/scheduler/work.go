@@ -85,6 +85,17 @@ func (s *Scheduler) retryHint(ctx context.Context, campaigns []store.Campaign) t
 	return best
 }
 
+// waitingHosts counts the hosts seen recently that hold no unit of the round: the
+// slots left are kept for them before anyone gets a second one.
+func (s *Scheduler) waitingHosts(ctx context.Context, campaignID int64, round int, now time.Time) (int64, error) {
+	window := 2 * max(s.cfg.RetryAfter, touchEvery)
+	var n int64
+	err := s.read(ctx).Model(&store.Host{}).
+		Where("detached = ? AND last_contact >= ? AND id NOT IN (SELECT host_id FROM work_units WHERE campaign_id = ? AND round = ?)",
+			false, now.Add(-window), campaignID, round).Count(&n).Error
+	return n, err
+}
+
 // touchEvery is how stale a host's last_contact may get before a request rewrites it.
 const touchEvery = 30 * time.Second
 
@@ -140,13 +151,25 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		return nil, nil
 	}
 	// A live unit of this round held by this host is answered again.
-	var held []store.WorkUnit
-	if err := rd.Where("campaign_id = ? AND round = ? AND host_id = ? AND state = ?", c.ID, c.Round, hostID, store.WUIssued).
-		Limit(1).Find(&held).Error; err != nil {
+	var mine []store.WorkUnit
+	if err := rd.Where("campaign_id = ? AND round = ? AND host_id = ?", c.ID, c.Round, hostID).Find(&mine).Error; err != nil {
 		return nil, err
 	}
-	if len(held) == 1 && held[0].Deadline.After(now) {
-		return s.describe(ctx, c, ci, r.BaseModel, &held[0]), nil
+	for i := range mine {
+		if mine[i].State == store.WUIssued && mine[i].Deadline.After(now) {
+			return s.describe(ctx, c, ci, r.BaseModel, &mine[i]), nil
+		}
+	}
+	if len(mine) > 0 {
+		// A second unit in one round goes to this host only if every other active host
+		// that has none in this round can still get one.
+		waiting, err := s.waitingHosts(ctx, c.ID, c.Round, now)
+		if err != nil {
+			return nil, err
+		}
+		if waiting > 0 && int64(r.Slots-r.NextSlot) <= waiting {
+			return nil, nil
+		}
 	}
 	if r.NextSlot >= r.Slots {
 		// Every slot is out: a reissue needs a unit past its deadline or released by

@@ -316,3 +316,27 @@ func TestRetryHint(t *testing.T) {
 		t.Fatalf("no running campaign: %+v, want the configured 60 s", w)
 	}
 }
+
+// TestSecondUnitWaits: a host may take a second unit of a round only while enough slots
+// remain for the active hosts that have none yet; a slow host is not crowded out.
+func TestSecondUnitWaits(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
+		e := newEnv(t, dsn)
+		e.createCampaign(protocol.CampaignSpec{Quorum: 0.8, WorkUnitsPerRound: 4, Rounds: 2, Start: true})
+		a, b, c := e.host(3), e.host(2), e.host(1)
+		w1 := e.work(a)
+		ps := params(t, w1)
+		e.must(e.upload(a, w1.ID, encode(t, delta(ps, 1, 0.01), weights.F32), nil), http.StatusOK, nil)
+		w2 := e.work(a) // 3 slots left, 2 hosts waiting: a second unit is fine
+		if w2 == nil || w2.Seed == w1.Seed {
+			t.Fatalf("host A's second unit: %+v", w2)
+		}
+		e.must(e.upload(a, w2.ID, encode(t, delta(ps, 2, 0.01), weights.F32), nil), http.StatusOK, nil)
+		if w := e.work(a); w != nil { // 2 slots left for 2 waiting hosts
+			t.Fatalf("host A took unit %d from the hosts still waiting", w.ID)
+		}
+		if e.work(b) == nil || e.work(c) == nil {
+			t.Fatal("a waiting host found no unit")
+		}
+	})
+}
