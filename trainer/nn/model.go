@@ -2,9 +2,10 @@
 // (conv2D, reluLayer, maxPool2D, energy, dense, dropout in layer.go; their kernels in
 // kernels.go) that run forward and backward over buffers preallocated in a Workspace.
 // Convolutions are im2col + GEMM through package gemm. Samples go to worker goroutines
-// as they become free; each trunk gradient is summed per fixed chunk of the batch and
-// the chunks are added in order, so the same weights, inputs, seed and thread count
-// always give bit-identical results (and for models whose dense layers are too small
+// as they become free (for large convolutions the BLAS splits each product across the
+// threads instead); each trunk gradient is summed per fixed chunk of the batch and the
+// chunks are added in order, so the same weights, inputs, seed and thread count always
+// give bit-identical results (and for models whose dense layers are too small
 // to be split across threads, any thread count gives the same bits).
 package nn
 
