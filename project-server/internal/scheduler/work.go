@@ -356,13 +356,13 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hostID, wuID int64, req *prot
 		if err := tx.Select("id", "state", "round").Take(&c, w.CampaignID).Error; err != nil {
 			return err
 		}
+		// A unit whose round closed is not aborted: its result is still answered late,
+		// recorded and credited (issue 5), so the volunteer's work counts for it.
 		switch {
 		case c.State == protocol.StateStopped || w.State == store.WUAborted:
 			resp.Abort, resp.Reason = true, "campaign_stopped"
-		case c.Round != w.Round || w.State == store.WUClosed || w.State == store.WULate:
-			resp.Abort, resp.Reason = true, "round_closed"
-		case w.State == store.WUAccepted:
-			resp.Abort, resp.Reason = true, "round_closed"
+		case w.State == store.WUAccepted || w.State == store.WULate:
+			resp.Abort, resp.Reason = true, "round_closed" // its result is already in
 		}
 		if resp.Abort {
 			return nil

@@ -58,15 +58,26 @@ func TestLifecycle(t *testing.T) {
 		if w4 == nil {
 			t.Fatal("the fourth host got nothing")
 		}
-		w4b := e.work(e.host(1))
+		h5 := e.host(1)
+		w4b := e.work(h5)
 		if w4b == nil || w4b.Seed != wb.Seed {
 			t.Fatalf("the detached host's slot was not reissued: %+v", w4b)
 		}
 		e.must(e.upload(h3, w3.ID, encode(t, delta(ps, 3, 0.01), weights.F32), nil), http.StatusOK, nil)
 		e.must(e.upload(h4, w4.ID, encode(t, delta(ps, 4, 0.01), weights.F32), nil), http.StatusOK, nil)
-		// Round 0 closed on the third result: A's next heartbeat on an old unit says so.
+		// Round 0 closed on the third result. A unit whose result is in is told to stop;
+		// one still running in the closed round goes on: its result will be late, credited.
 		if r := hb(h3, w3.ID); !r.Abort || r.Reason != "round_closed" {
-			t.Fatalf("heartbeat after the round closed: %+v", r)
+			t.Fatalf("heartbeat on a unit whose result is in: %+v", r)
+		}
+		if r := hb(a, wa.ID); !r.Abort {
+			t.Fatalf("heartbeat on A's accepted unit: %+v", r)
+		}
+		if r := hb(h5, w4b.ID); r.Abort {
+			t.Fatalf("heartbeat on a unit still running in the closed round: %+v", r)
+		}
+		if r := e.upload(h5, w4b.ID, encode(t, delta(ps, 6, 0.01), weights.F32), nil); r.status != http.StatusConflict || r.code() != protocol.CodeLate {
+			t.Fatalf("result of a unit of the closed round: %d %s, want 409 late", r.status, r.body)
 		}
 		wn := e.work(a)
 		if wn == nil || wn.Round != 1 {
@@ -98,7 +109,7 @@ func TestLifecycle(t *testing.T) {
 		}
 		resp.Body.Close()
 		m := sb.String()
-		for _, want := range []string{`texgrid_results_total{outcome="accepted"} 3`, `texgrid_rounds_closed_total 1`,
+		for _, want := range []string{`texgrid_results_total{outcome="accepted"} 3`, `texgrid_rounds_closed_total 1`, `texgrid_results_total{outcome="late"} 1`,
 			`texgrid_work_units{state="aborted"}`, `texgrid_rounds{state="closed"} 1`, `texgrid_rpc_duration_seconds_bucket{code="200",method="PUT",route="/api/v1/work/:id/result"`} {
 			if !strings.Contains(m, want) {
 				t.Errorf("/metrics lacks %s", want)
