@@ -81,7 +81,8 @@ type Scheduler struct {
 	hosts     map[string]int64 // host token hash -> host id
 	touched   map[int64]touchMark
 	sizes     map[string]int64 // model sha256 -> size
-	fastest   float64          // speed of the fastest active host, cached
+	timing    map[int64]roundTiming
+	fastest   float64 // speed of the fastest active host, cached
 	fastestAt time.Time
 
 	sumMu  sync.Mutex // held by the round close using sumBuf
@@ -116,7 +117,7 @@ func New(db *store.DB, blobs *blob.Store, cfg Config) *Scheduler {
 		data = datasets.NewCache(cfg.Datasets)
 	}
 	return &Scheduler{db: db, blobs: blobs, cfg: cfg, data: data, log: cfg.Log,
-		hosts: map[string]int64{}, touched: map[int64]touchMark{}, sizes: map[string]int64{}, specs: map[int64]*campaignInfo{}}
+		hosts: map[string]int64{}, touched: map[int64]touchMark{}, sizes: map[string]int64{}, timing: map[int64]roundTiming{}, specs: map[int64]*campaignInfo{}}
 }
 
 // DB returns the scheduler's database (for read-only reports such as metrics).

@@ -62,27 +62,55 @@ func (s *Scheduler) retryHint(ctx context.Context, campaigns []store.Campaign) t
 	now := s.now()
 	best := s.cfg.RetryAfter
 	for _, c := range campaigns {
-		var rs []store.Round
-		if err := s.read(ctx).Select("round", "opened_at", "closed_at").
-			Where("campaign_id = ? AND round IN ?", c.ID, []int{c.Round - 1, c.Round}).Find(&rs).Error; err != nil {
+		h, ok := s.hintBasis(ctx, c.ID, c.Round)
+		if !ok {
 			continue
 		}
-		var d time.Duration
-		for _, r := range rs {
-			if r.Round == c.Round-1 && r.ClosedAt != nil {
-				d = r.ClosedAt.Sub(r.OpenedAt) / 4
-			}
-		}
-		if d == 0 {
-			for _, r := range rs {
-				if r.Round == c.Round {
-					d = now.Sub(r.OpenedAt) / 2
-				}
-			}
+		d := h.prev / 4
+		if h.prev == 0 {
+			d = now.Sub(h.opened) / 2
 		}
 		best = min(best, max(time.Second, d))
 	}
 	return best
+}
+
+// roundTiming is what retryHint needs of a round: when it opened and how long the one
+// before it lasted (zero for round 0). It never changes, so it is cached per round.
+type roundTiming struct {
+	round  int
+	opened time.Time
+	prev   time.Duration
+}
+
+func (s *Scheduler) hintBasis(ctx context.Context, campaignID int64, round int) (roundTiming, bool) {
+	s.mu.RLock()
+	h, ok := s.timing[campaignID]
+	s.mu.RUnlock()
+	if ok && h.round == round {
+		return h, true
+	}
+	var rs []store.Round
+	if err := s.read(ctx).Select("round", "opened_at", "closed_at").
+		Where("campaign_id = ? AND round IN ?", campaignID, []int{round - 1, round}).Find(&rs).Error; err != nil {
+		return roundTiming{}, false
+	}
+	h = roundTiming{round: round}
+	found := false
+	for _, r := range rs {
+		if r.Round == round {
+			h.opened, found = r.OpenedAt, true
+		} else if r.ClosedAt != nil {
+			h.prev = r.ClosedAt.Sub(r.OpenedAt)
+		}
+	}
+	if !found {
+		return roundTiming{}, false
+	}
+	s.mu.Lock()
+	s.timing[campaignID] = h
+	s.mu.Unlock()
+	return h, true
 }
 
 // waitingHosts counts the hosts seen recently that hold no unit of the round: the
@@ -160,17 +188,6 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 			return s.describe(ctx, c, ci, r.BaseModel, &mine[i]), nil
 		}
 	}
-	if len(mine) > 0 {
-		// A second unit in one round goes to this host only if every other active host
-		// that has none in this round can still get one.
-		waiting, err := s.waitingHosts(ctx, c.ID, c.Round, now)
-		if err != nil {
-			return nil, err
-		}
-		if waiting > 0 && int64(r.Slots-r.NextSlot) <= waiting {
-			return nil, nil
-		}
-	}
 	if r.NextSlot >= r.Slots {
 		// Every slot is out: a reissue needs a unit past its deadline or released by
 		// a host that detached.
@@ -180,6 +197,17 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 			return nil, err
 		}
 		if n == 0 {
+			return nil, nil
+		}
+	}
+	if len(mine) > 0 {
+		// A second unit in one round goes to this host only if every other active host
+		// that has none in this round can still get one.
+		waiting, err := s.waitingHosts(ctx, c.ID, c.Round, now)
+		if err != nil {
+			return nil, err
+		}
+		if waiting > 0 && int64(r.Slots-r.NextSlot) <= waiting {
 			return nil, nil
 		}
 	}
