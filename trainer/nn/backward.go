@@ -6,6 +6,8 @@ import (
 	"github.com/texgrid/texgrid/trainer/gemm"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/trainer/tensor"
+
+	"github.com/texgrid/texgrid/trainer/internal/par"
 )
 
 // parMatMul is gemm.MatMul with the columns of c split across up to threads
@@ -16,7 +18,7 @@ func parMatMul(threads int, transA, transB bool, m, n, k int, a []float32, lda i
 		gemm.MatMul(transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	parallel(threads, func(w int) {
+	par.Do(threads, func(w int) {
 		j0 := (w * n / threads) &^ 15
 		j1 := ((w + 1) * n / threads) &^ 15
 		if w == threads-1 {
@@ -166,7 +168,7 @@ func (ws *Workspace) reduce(chunks int) {
 		}
 		dst := g.T.Data
 		parts := min(ws.threads, max(1, len(dst)/4096))
-		parallel(parts, func(part int) {
+		par.Do(parts, func(part int) {
 			lo, hi := split(len(dst), parts, part)
 			d := dst[lo:hi]
 			copy(d, ws.chunkGrads[0][pi][lo:hi])

@@ -424,34 +424,41 @@ func mulInPlace(dy, mask []float32) {
 	}
 }
 
+// SoftmaxXentRow writes the softmax of one row of logits into probs (same length) and
+// returns the cross-entropy of class y and the row's arg-max. Training and evaluation
+// share it, so both score a prediction with the same arithmetic.
+func SoftmaxXentRow(logits, probs []float32, y int) (loss float64, argmax int) {
+	mx, am := logits[0], 0
+	for j, v := range logits {
+		if v > mx {
+			mx, am = v, j
+		}
+	}
+	var sum float64
+	for j, v := range logits {
+		e := math.Exp(float64(v - mx))
+		probs[j] = float32(e)
+		sum += e
+	}
+	for j := range probs {
+		probs[j] = float32(float64(probs[j]) / sum)
+	}
+	return math.Log(sum) - float64(logits[y]-mx), am
+}
+
 // softmaxXent writes softmax probabilities of logits [n, c] into probs and the mean
 // cross-entropy gradient into dlogits, returning the summed loss and the number of
 // rows whose arg-max is the label.
 func softmaxXent(logits, probs, dlogits []float32, labels []int, n, c int) (loss float64, correct int) {
 	inv := 1 / float32(n)
 	for s := 0; s < n; s++ {
-		row := logits[s*c : (s+1)*c]
-		pr := probs[s*c : (s+1)*c]
-		mx, am := row[0], 0
-		for j, v := range row {
-			if v > mx {
-				mx, am = v, j
-			}
-		}
-		var sum float64
-		for j, v := range row {
-			e := math.Exp(float64(v - mx))
-			pr[j] = float32(e)
-			sum += e
-		}
-		for j := range pr {
-			pr[j] = float32(float64(pr[j]) / sum)
-		}
 		y := labels[s]
-		loss += math.Log(sum) - float64(row[y]-mx)
+		l, am := SoftmaxXentRow(logits[s*c:(s+1)*c], probs[s*c:(s+1)*c], y)
+		loss += l
 		if am == y {
 			correct++
 		}
+		pr := probs[s*c : (s+1)*c]
 		if dlogits != nil {
 			d := dlogits[s*c : (s+1)*c]
 			for j, p := range pr {

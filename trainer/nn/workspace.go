@@ -2,12 +2,13 @@ package nn
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	"github.com/texgrid/texgrid/trainer/gemm"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/trainer/tensor"
+
+	"github.com/texgrid/texgrid/trainer/internal/par"
 )
 
 // Workspace holds every buffer one forward/backward pass over at most Batch samples
@@ -123,7 +124,7 @@ func split(n, parts, w int) (lo, hi int) { return w * n / parts, (w + 1) * n / p
 // only used where the result does not depend on which worker runs which item.
 func dynamic(workers, n int, f func(w, item int)) {
 	var next atomic.Int64
-	parallel(min(workers, n), func(w int) {
+	par.Do(min(workers, n), func(w int) {
 		for {
 			i := int(next.Add(1) - 1)
 			if i >= n {
@@ -132,24 +133,6 @@ func dynamic(workers, n int, f func(w, item int)) {
 			f(w, i)
 		}
 	})
-}
-
-// parallel runs f(w) for w in [0, workers) and waits for all of them.
-func parallel(workers int, f func(w int)) {
-	if workers == 1 {
-		f(0)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(w)
-		}()
-	}
-	f(0)
-	wg.Wait()
 }
 
 // Forward runs n samples from Input through the network and returns the logits

@@ -3,7 +3,6 @@ package train
 import (
 	"context"
 	"fmt"
-	"math"
 
 	"github.com/texgrid/texgrid/trainer/metrics"
 	"github.com/texgrid/texgrid/trainer/nn"
@@ -63,25 +62,9 @@ func Evaluate(ctx context.Context, m *nn.Model, src Source, classes []string, th
 		}
 		logits := ws.Forward(n, false, 0)
 		for k := 0; k < n; k++ {
-			row := logits[k*nc : (k+1)*nc]
-			pr := e.Probs.Data[(lo+k)*nc : (lo+k+1)*nc]
-			mx, am := row[0], 0
-			for j, v := range row {
-				if v > mx {
-					mx, am = v, j
-				}
-			}
-			var sum float64
-			for j, v := range row {
-				x := math.Exp(float64(v - mx))
-				pr[j] = float32(x)
-				sum += x
-			}
-			for j := range pr {
-				pr[j] = float32(float64(pr[j]) / sum)
-			}
 			y := e.Labels[lo+k]
-			e.Loss += math.Log(sum) - float64(row[y]-mx)
+			loss, am := nn.SoftmaxXentRow(logits[k*nc:(k+1)*nc], e.Probs.Data[(lo+k)*nc:(lo+k+1)*nc], y)
+			e.Loss += loss
 			e.Pred[lo+k] = am
 			if am == y {
 				e.Correct++

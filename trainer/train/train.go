@@ -11,9 +11,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"sync"
 
 	"github.com/texgrid/texgrid/trainer/nn"
+
+	"github.com/texgrid/texgrid/trainer/internal/par"
 )
 
 // Source is a dataset of labelled samples. Sample writes sample i, shaped like the
@@ -216,7 +217,7 @@ func (r *Run) update() {
 	for pi, p := range r.m.Params() {
 		w, g, v := p.T.Data, grads[pi].T.Data, r.velocity[pi]
 		parts := min(r.cfg.Threads, max(1, len(w)/(1<<16)))
-		parallel(parts, func(part int) {
+		par.Do(parts, func(part int) {
 			lo, hi := part*len(w)/parts, (part+1)*len(w)/parts
 			ww, gg, vv := w[lo:hi], g[lo:hi], v[lo:hi]
 			for j := range ww {
@@ -227,22 +228,4 @@ func (r *Run) update() {
 			}
 		})
 	}
-}
-
-// parallel runs f(w) for w in [0, n) and waits for all of them.
-func parallel(n int, f func(w int)) {
-	if n == 1 {
-		f(0)
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 1; w < n; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(w)
-		}()
-	}
-	f(0)
-	wg.Wait()
 }
