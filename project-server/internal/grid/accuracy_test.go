@@ -1,7 +1,6 @@
 package grid
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -168,25 +167,16 @@ func runAccuracyCase(t *testing.T, c accuracyCase, data string) accuracyResult {
 func computedSamples(t *testing.T, g *Grid) int64 {
 	t.Helper()
 	var n int64
-	for _, v := range g.Volunteers {
-		f, err := os.Open(v.LogPath)
-		if err != nil {
-			t.Fatal(err)
+	eachLogLine(t, g.Volunteers, func(line []byte) {
+		var e struct {
+			Msg       string `json:"msg"`
+			Fragments int64  `json:"fragments"`
+			Epochs    int64  `json:"epochs"`
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var e struct {
-				Msg       string `json:"msg"`
-				Fragments int64  `json:"fragments"`
-				Epochs    int64  `json:"epochs"`
-			}
-			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Msg == "work unit" {
-				n += e.Fragments * e.Epochs
-			}
+		if json.Unmarshal(line, &e) == nil && e.Msg == "work unit" {
+			n += e.Fragments * e.Epochs
 		}
-		f.Close()
-	}
+	})
 	return n
 }
 

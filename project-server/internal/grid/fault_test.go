@@ -1,7 +1,6 @@
 package grid
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"math/rand/v2"
@@ -68,37 +67,28 @@ type ledger struct {
 func readLedger(t *testing.T, g *Grid) ledger {
 	t.Helper()
 	l := ledger{accepted: map[int]map[int64]bool{}}
-	for _, v := range g.Volunteers {
-		f, err := os.Open(v.LogPath)
-		if err != nil {
-			t.Fatal(err)
+	eachLogLine(t, g.Volunteers, func(line []byte) {
+		var e struct {
+			Msg      string `json:"msg"`
+			WorkUnit int64  `json:"work_unit"`
+			Round    int    `json:"round"`
+			Outcome  string `json:"outcome"`
 		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			var e struct {
-				Msg      string `json:"msg"`
-				WorkUnit int64  `json:"work_unit"`
-				Round    int    `json:"round"`
-				Outcome  string `json:"outcome"`
-			}
-			if json.Unmarshal(sc.Bytes(), &e) != nil {
-				continue
-			}
-			switch {
-			case e.Msg == "result accepted" && e.Outcome == protocol.OutcomeAccepted:
-				if l.accepted[e.Round] == nil {
-					l.accepted[e.Round] = map[int64]bool{}
-				}
-				l.accepted[e.Round][e.WorkUnit] = true
-			case strings.HasPrefix(e.Msg, "result late"):
-				l.late++
-			case e.Msg == "resumed from checkpoint":
-				l.resumed++
-			}
+		if json.Unmarshal(line, &e) != nil {
+			return
 		}
-		f.Close()
-	}
+		switch {
+		case e.Msg == "result accepted" && e.Outcome == protocol.OutcomeAccepted:
+			if l.accepted[e.Round] == nil {
+				l.accepted[e.Round] = map[int64]bool{}
+			}
+			l.accepted[e.Round][e.WorkUnit] = true
+		case strings.HasPrefix(e.Msg, "result late"):
+			l.late++
+		case e.Msg == "resumed from checkpoint":
+			l.resumed++
+		}
+	})
 	return l
 }
 

@@ -1,6 +1,7 @@
 package grid
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -86,6 +87,27 @@ func requireTool(t *testing.T, name string) {
 			t.Fatalf("%s is not installed (make deps)", name)
 		}
 		t.Skipf("%s is not installed", name)
+	}
+}
+
+// eachLogLine calls f with every line of the logs of the given processes (JSON lines
+// for volunteers started by AddVolunteer).
+func eachLogLine(t *testing.T, procs []*Proc, f func(line []byte)) {
+	t.Helper()
+	for _, p := range procs {
+		fh, err := os.Open(p.LogPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			f(sc.Bytes())
+		}
+		fh.Close()
+		if err := sc.Err(); err != nil {
+			t.Fatalf("reading %s: %v", p.LogPath, err)
+		}
 	}
 }
 
