@@ -127,7 +127,9 @@ func TestServerKill9(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	g := faultGrid(t, ctx)
-	const rounds = 8
+	// Long enough that a kill every ~0.9 s lands at least ten times while it runs, even
+	// on a quiet machine where a round of these units takes about a second.
+	const rounds = 16
 	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 300, 400, time.Minute))
 	if err != nil {
 		t.Fatal(err)
