@@ -78,7 +78,7 @@ func serverFlags(fs *flag.FlagSet, cfg *server.Config, configFile *string) {
 	fs.StringVar(&cfg.Addr, "addr", "", "listen address (default 127.0.0.1:8480)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory for model and delta blobs and the SQLite database (default ./project-data)")
 	fs.StringVar(&cfg.DB, "db", "", "SQLite file or postgres:// DSN (default <data-dir>/texgrid.db)")
-	fs.StringVar(&cfg.ModelsDir, "models-dir", "", "directory of model specs <name>.json (default configs/models)")
+	fs.StringVar(&cfg.ModelsDir, "models-dir", "", "directory of extra model specs <name>.json (the shipped tcnn-small and tcnn3 are built in)")
 	fs.StringVar(&cfg.DatasetDir, "dataset-dir", "", "read datasets from this local dataset-ftp root instead of over FTP")
 	fs.StringVar(&cfg.FTPAddr, "ftp-addr", "", "dataset-ftp server host:port")
 	fs.StringVar(&cfg.FTPUser, "ftp-user", "", "dataset-ftp read-only user")
@@ -144,8 +144,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
 	cfg.Init = DefaultInit
 	cfg.Engine = DefaultEngine
-	if _, err := os.Stat(cfg.ModelsDir); err != nil {
-		return fmt.Errorf("models dir: %w (set --models-dir)", err)
+	if cfg.ModelsDir != "" {
+		if _, err := os.Stat(cfg.ModelsDir); err != nil {
+			return fmt.Errorf("models dir: %w", err)
+		}
 	}
 	if cfg.DatasetDir == "" && cfg.FTPAddr == "" {
 		cfg.Log.Warn("no dataset source: set --ftp-addr (or --dataset-dir); campaigns cannot be created")

@@ -42,7 +42,7 @@ const (
 type Options struct {
 	BinDir    string    // holds dataset-ftp, project-server, volunteer-client, trainer
 	WorkDir   string    // every file the grid writes: FTP root, server data, volunteer state, logs
-	ModelsDir string    // model specs for the server (default: <repo>/configs/models found from BinDir)
+	ModelsDir string    // extra model specs for the server; the shipped ones are built in
 	Upload    string    // UploadLFTP (default), UploadCurl or UploadDatasetFTP
 	Log       io.Writer // progress lines; nil = discard
 	// ServerEnv and VolunteerEnv are added to those processes' environments.
@@ -97,9 +97,6 @@ func Start(ctx context.Context, opt Options) (*Grid, error) {
 		if _, err := os.Stat(filepath.Join(opt.BinDir, b)); err != nil {
 			return nil, fmt.Errorf("grid: binary %s not found in %s (run `make build`): %w", b, opt.BinDir, err)
 		}
-	}
-	if opt.ModelsDir == "" {
-		opt.ModelsDir = filepath.Join(filepath.Dir(opt.BinDir), "configs", "models")
 	}
 	for _, d := range []string{"ftp-root", "server", "volunteers", "logs"} {
 		if err := os.MkdirAll(filepath.Join(opt.WorkDir, d), 0o755); err != nil {
@@ -200,10 +197,12 @@ func (g *Grid) startServer(ctx context.Context) error {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	g.ServerURL = "http://" + addr
-	g.Server = &Proc{Name: "project-server", Path: bin,
-		Args: g.serverArgs("serve", "--addr", addr, "--models-dir", g.opt.ModelsDir,
-			"--ftp-addr", g.FTPAddr, "--ftp-user", serverUser, "--ftp-password", g.passwords[serverUser],
-			"--tick", g.opt.ServerTick.String()),
+	args := g.serverArgs("serve", "--addr", addr, "--ftp-addr", g.FTPAddr, "--ftp-user", serverUser,
+		"--ftp-password", g.passwords[serverUser], "--tick", g.opt.ServerTick.String())
+	if g.opt.ModelsDir != "" {
+		args = append(args, "--models-dir", g.opt.ModelsDir)
+	}
+	g.Server = &Proc{Name: "project-server", Path: bin, Args: args,
 		Env:     g.opt.ServerEnv,
 		LogPath: filepath.Join(g.opt.WorkDir, "logs", "project-server.log")}
 	return g.StartServer(ctx)

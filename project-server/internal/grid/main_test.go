@@ -46,11 +46,6 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "building the binaries: %v\n%s", err, out)
 		return 1
 	}
-	// The binaries' models dir is <repo>/configs/models, found from BinDir's parent.
-	if err := os.Symlink(filepath.Join(repoRoot, "configs"), filepath.Join(dir, "configs")); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
 }
 

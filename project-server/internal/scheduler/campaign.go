@@ -12,10 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
 
+	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/internal/weights"
@@ -204,6 +206,29 @@ func (s *Scheduler) infoByID(ctx context.Context, id int64) (*campaignInfo, erro
 	return s.info(c)
 }
 
+// namedModelSpec reads a model spec by name: from the models directory when one is
+// configured and holds it, else from the specs shipped in the binary (configs/models).
+func (s *Scheduler) namedModelSpec(name string) ([]byte, error) {
+	if name == "" || strings.ContainsAny(name, `/\`) || strings.HasPrefix(name, ".") {
+		return nil, fail(protocol.CodeBadRequest, "model %q is not a spec name such as \"tcnn-small\"", name)
+	}
+	if s.cfg.ModelsDir != "" {
+		b, err := os.ReadFile(filepath.Join(s.cfg.ModelsDir, name+".json"))
+		if err == nil {
+			return b, nil
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("model %q: %w", name, err)
+		}
+	}
+	b, err := configs.Model(name)
+	if err != nil {
+		return nil, fail(protocol.CodeNotFound, "model %q is neither in the models directory nor shipped (shipped: %s)",
+			name, strings.Join(configs.ModelNames(), ", "))
+	}
+	return b, nil
+}
+
 func (s *Scheduler) loadModelSpec(c *protocol.CampaignSpec) (*spec.Spec, error) {
 	if len(c.ModelSpec) > 0 {
 		sp, err := spec.Parse(c.ModelSpec)
@@ -212,12 +237,9 @@ func (s *Scheduler) loadModelSpec(c *protocol.CampaignSpec) (*spec.Spec, error) 
 		}
 		return sp, nil
 	}
-	b, err := os.ReadFile(filepath.Join(s.cfg.ModelsDir, c.Model+".json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, fail(protocol.CodeNotFound, "model %q is not in the server's models directory", c.Model)
-	}
+	b, err := s.namedModelSpec(c.Model)
 	if err != nil {
-		return nil, fmt.Errorf("model %q: %w", c.Model, err)
+		return nil, err
 	}
 	sp, err := spec.Parse(b)
 	if err != nil {

@@ -33,7 +33,8 @@ type InitFunc func(r *spec.Resolved, seed uint64) ([]tensor.Named, error)
 
 // Config holds what the scheduler needs besides its database and blob store.
 type Config struct {
-	// ModelsDir holds named model specs, <name>.json.
+	// ModelsDir holds extra named model specs, <name>.json; empty means only the
+	// specs shipped in configs/models.
 	ModelsDir string
 	// Datasets reads manifests (and test images, for evaluation).
 	Datasets datasets.Source

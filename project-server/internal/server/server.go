@@ -29,7 +29,7 @@ type Config struct {
 	Addr      string `json:"addr"`       // listen address, default 127.0.0.1:8480
 	DataDir   string `json:"data_dir"`   // blobs and the SQLite file, default ./project-data
 	DB        string `json:"db"`         // SQLite path or postgres DSN, default <data_dir>/texgrid.db
-	ModelsDir string `json:"models_dir"` // model specs, default configs/models
+	ModelsDir string `json:"models_dir"` // extra model specs <name>.json; the shipped ones are always there
 	// DatasetDir reads datasets from a local dataset-ftp root instead of over FTP.
 	DatasetDir  string `json:"dataset_dir,omitempty"`
 	FTPAddr     string `json:"ftp_addr"`     // dataset-ftp server, host:port
@@ -65,9 +65,6 @@ func (c *Config) Defaults() {
 	}
 	if c.DB == "" {
 		c.DB = filepath.Join(c.DataDir, "texgrid.db")
-	}
-	if c.ModelsDir == "" {
-		c.ModelsDir = filepath.Join("configs", "models")
 	}
 	if c.PublicFTPAddr == "" {
 		c.PublicFTPAddr = c.FTPAddr
