@@ -261,7 +261,7 @@ func (g *Grid) UploadDataset(ctx context.Context, dir, name string) (*manifest.M
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("grid: %s upload of %s: %w\n%s", g.opt.Upload, dir, err, out)
 	}
-	return g.waitManifest(ctx, name, len(files), start)
+	return g.waitManifest(ctx, name, files, start)
 }
 
 func (g *Grid) uploadCurl(ctx context.Context, dir, name string, files []string, start time.Time) (*manifest.Manifest, error) {
@@ -273,16 +273,18 @@ func (g *Grid) uploadCurl(ctx context.Context, dir, name string, files []string,
 			return nil, fmt.Errorf("grid: curl upload of %s: %w\n%s", rel, err, out)
 		}
 	}
-	return g.waitManifest(ctx, name, len(files), start)
+	return g.waitManifest(ctx, name, files, start)
 }
 
-// waitManifest polls the dataset's manifest until it accounts for n files.
-func (g *Grid) waitManifest(ctx context.Context, name string, n int, start time.Time) (*manifest.Manifest, error) {
+// waitManifest polls the dataset's manifest until every uploaded <class>/<image> file is
+// in it, as an image or in quarantine. Other files an upload carried (a checksum list
+// at the dataset's top, say) are quarantined by the server and do not matter here.
+func (g *Grid) waitManifest(ctx context.Context, name string, files []string, start time.Time) (*manifest.Manifest, error) {
 	path := filepath.Join(g.ftpRoot, name, manifest.FileName)
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		if b, err := os.ReadFile(path); err == nil {
-			if m, err := manifest.Parse(b); err == nil && len(m.Images)+len(m.Quarantined) == n {
+			if m, err := manifest.Parse(b); err == nil && accountsFor(m, files) {
 				g.logf("dataset %s: %d images in %d classes indexed, %d quarantined (upload + index %s)",
 					name, len(m.Images), len(m.Classes), len(m.Quarantined), time.Since(start).Round(time.Millisecond))
 				return m, nil
@@ -297,6 +299,24 @@ func (g *Grid) waitManifest(ctx context.Context, name string, n int, start time.
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// accountsFor reports whether every file (a <class>/<image> path relative to the
+// dataset) is listed in m as an image or as quarantined.
+func accountsFor(m *manifest.Manifest, files []string) bool {
+	seen := make(map[string]bool, len(m.Images)+len(m.Quarantined))
+	for _, im := range m.Images {
+		seen[im.Path] = true
+	}
+	for _, q := range m.Quarantined {
+		seen[q.Path] = true
+	}
+	for _, f := range files {
+		if !seen[filepath.ToSlash(f)] {
+			return false
+		}
+	}
+	return true
 }
 
 // datasetFiles lists the <class>/<image> files under dir, relative to it.
