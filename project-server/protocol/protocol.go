@@ -23,6 +23,7 @@ package protocol
 
 import (
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -259,7 +260,7 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + time.Duration(d).String() + `"`), nil
 }
 
-// UnmarshalJSON reads "90s" style strings or integer seconds.
+// UnmarshalJSON reads "90s" style strings or whole seconds.
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if len(s) >= 2 && s[0] == '"' {
@@ -270,9 +271,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		*d = Duration(v)
 		return nil
 	}
-	var secs int64
-	if _, err := fmt.Sscan(s, &secs); err != nil {
-		return fmt.Errorf("duration %s: want a string like \"30m\" or seconds", s)
+	secs, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("duration %s: want a string like \"30m\" or whole seconds", s)
 	}
 	*d = Duration(time.Duration(secs) * time.Second)
 	return nil

@@ -1,0 +1,73 @@
+package protocol
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDurationJSON(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, in string
+		want     time.Duration
+		err      string
+	}{
+		{"go string", `"30m"`, 30 * time.Minute, ""},
+		{"compound", `"1h30m10s"`, 90*time.Minute + 10*time.Second, ""},
+		{"seconds", `90`, 90 * time.Second, ""},
+		{"bad string", `"soon"`, 0, "soon"},
+		{"fractional seconds", `1.5`, 0, "whole seconds"},
+		{"boolean", `true`, 0, "whole seconds"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var d Duration
+			err := json.Unmarshal([]byte(c.in), &d)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("Unmarshal(%s) error = %v, want one mentioning %q", c.in, err, c.err)
+				}
+				return
+			}
+			if err != nil || time.Duration(d) != c.want {
+				t.Fatalf("Unmarshal(%s) = %v, %v; want %v", c.in, time.Duration(d), err, c.want)
+			}
+			b, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back Duration
+			if err := json.Unmarshal(b, &back); err != nil || back != d {
+				t.Fatalf("round trip through %s gave %v, %v", b, time.Duration(back), err)
+			}
+		})
+	}
+}
+
+func TestPaths(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ got, want string }{
+		{WorkPath(42, "result"), "/api/v1/work/42/result"},
+		{WorkPath(7, "heartbeat"), "/api/v1/work/7/heartbeat"},
+		{BlobPath("ab12"), "/api/v1/blobs/ab12"},
+		{DetachPath, "/api/v1/hosts/self"},
+	}
+	for _, c := range cases {
+		if c.got != c.want {
+			t.Errorf("path %q, want %q", c.got, c.want)
+		}
+	}
+}
+
+func TestErrorBody(t *testing.T) {
+	t.Parallel()
+	var body ErrorBody
+	if err := json.Unmarshal([]byte(`{"error":{"code":"late","message":"round 3 closed"}}`), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Error == nil || body.Error.Code != CodeLate || body.Error.Error() != "late: round 3 closed" {
+		t.Fatalf("decoded %+v", body.Error)
+	}
+}
