@@ -14,23 +14,20 @@ GOFLAGS_TAGS := $(if $(TAGS),-tags $(TAGS),)
 export TEXGRID_ORT_LIB ?= $(ORT_DIR)/libonnxruntime.so.1
 TEST_TIMEOUT ?= 20m
 
-.PHONY: help build demo test test-suite e2e bench lint deps deps-bench ort clean
+.PHONY: help build demo test test-suite e2e bench lint deps ort clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
-DEB_PKGS := gcc libc6-dev libopenblas-dev postgresql curl lftp ca-certificates python3
+DEB_PKGS := gcc libc6-dev libopenblas-dev postgresql curl lftp ca-certificates python3 python3-torch python3-numpy
 
-deps: ## install the Debian packages texgrid needs (uses sudo when not root)
+deps: ## install the Debian packages texgrid needs, PyTorch (the test and bench peer) included
 	$(SUDO) apt-get update -qq
 	$(APT) $(DEB_PKGS)
 	@# Node's npm fetches the ONNX Runtime library; keep an npm that is already there.
 	command -v npm >/dev/null || $(APT) nodejs npm
-
-deps-bench: deps ## also install the PyTorch peer that `make bench` compares against
-	$(APT) python3-torch
 
 ort: $(TEXGRID_ORT_LIB) ## fetch the ONNX Runtime shared library into .cache/onnxruntime
 

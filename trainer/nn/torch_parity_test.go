@@ -55,10 +55,14 @@ func writeFloats(t *testing.T, path string, parts ...[]float32) {
 // TestGradientsMatchPyTorch runs tcnn-small (dropout rate 0) through the Go engine and
 // through PyTorch with the same weights and input, and compares logits and gradients.
 // It checks that peer_torch.py builds the identical network, so the speed and accuracy
-// comparisons compare like with like. Skipped when /usr/bin/python3 has no torch.
+// comparisons compare like with like. Skipped when /usr/bin/python3 has no torch, unless
+// TEXGRID_REQUIRE_TOOLS=1 (make test) makes that a failure.
 func TestGradientsMatchPyTorch(t *testing.T) {
 	t.Parallel()
 	if err := exec.Command("/usr/bin/python3", "-c", "import torch, numpy").Run(); err != nil {
+		if os.Getenv("TEXGRID_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("PyTorch is required (TEXGRID_REQUIRE_TOOLS=1) but /usr/bin/python3 cannot import it (make deps): %v", err)
+		}
 		t.Skipf("no PyTorch for /usr/bin/python3: %v", err)
 	}
 	sp := shippedSpec(t, "tcnn-small")
