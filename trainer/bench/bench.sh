@@ -36,7 +36,7 @@ if command -v go >/dev/null && [[ -n $PUREGO_MODELS ]]; then
 	(cd "$ROOT" && CGO_ENABLED=0 go build -o "$PUREGO" ./trainer/cmd/trainer)
 fi
 HAVE_ORT=""
-if "$TRAINER" 2>&1 | grep -q bench-ort && [[ -n ${TEXGRID_ORT_LIB:-} && -e ${TEXGRID_ORT_LIB:-} ]]; then
+if grep -q bench-ort <<<"$("$TRAINER" 2>&1)" && [[ -n ${TEXGRID_ORT_LIB:-} && -e ${TEXGRID_ORT_LIB:-} ]]; then
 	HAVE_ORT=1
 fi
 
