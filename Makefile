@@ -24,7 +24,7 @@ APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-instal
 DEB_PKGS := gcc libc6-dev libopenblas-dev postgresql curl lftp ca-certificates python3 python3-torch python3-numpy
 
 deps: ## install the Debian packages texgrid needs, PyTorch (the test and bench peer) included
-	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get update -qq || (sleep 10 && $(SUDO) apt-get update -qq)
 	$(APT) $(DEB_PKGS)
 	@# Node's npm fetches the ONNX Runtime library; keep an npm that is already there.
 	command -v npm >/dev/null || $(APT) nodejs npm
