@@ -24,11 +24,15 @@ type accuracyCase struct {
 	rounds, fragMin, fragMax, wuEpochs int
 }
 
-// The budgets: the federated run may compute (every work unit started, merged or not)
-// at most twice the centralised run's samples; see computedSamples.
+// The protocol follows issue 7's PyTorch reference: the centralised run trains until
+// its test accuracy has levelled off (the reference used 284k samples on kth-tips-grey),
+// and the federated run may compute (every work unit started, merged or not; see
+// computedSamples) at most twice that, in work units of the reference shape (4500
+// fragments x 2 epochs, 4 a round, 3 merged). A shorter centralised run would measure
+// how fast FedAvg converges, not where it gets to.
 var accuracyCases = []accuracyCase{
-	{dataset: "kth-tips-grey", size: 128, epochs: 16, fragsPerEpoch: 6000, rounds: 12, fragMin: 3500, fragMax: 4000, wuEpochs: 1},
-	{dataset: "kylberg6", size: 256, epochs: 8, fragsPerEpoch: 2000, rounds: 6, fragMin: 1300, fragMax: 1300, wuEpochs: 1},
+	{dataset: "kth-tips-grey", size: 128, epochs: 36, fragsPerEpoch: 8000, rounds: 15, fragMin: 4500, fragMax: 4500, wuEpochs: 2},
+	{dataset: "kylberg6", size: 256, epochs: 16, fragsPerEpoch: 2000, rounds: 8, fragMin: 2000, fragMax: 2000, wuEpochs: 1},
 }
 
 // accuracyResult is one line of the results file: enough to compare runs over time.
@@ -55,7 +59,7 @@ type accuracyResult struct {
 // with `trainer train` and federated with four volunteer processes at quorum 0.75, and
 // requires the federated model's image-level test accuracy to be within 2 points of the
 // centralised one while computing at most twice the samples. It takes several minutes
-// per dataset, so it runs only with TEXGRID_E2E_ACCURACY=1 (`make e2e`, part of `make test`).
+// per dataset, so it runs only with TEXGRID_E2E_ACCURACY=1 (`make e2e`).
 func TestFederatedMatchesCentralised(t *testing.T) {
 	if os.Getenv("TEXGRID_E2E_ACCURACY") != "1" {
 		t.Skip("set TEXGRID_E2E_ACCURACY=1 (make e2e) to run the accuracy comparison")
