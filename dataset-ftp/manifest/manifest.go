@@ -180,6 +180,15 @@ func CheckPath(p string) error {
 	return nil
 }
 
+// NewImage describes the file contents b stored as <class>/<name>, w x h pixels, with
+// its hash and its split (data.SplitOf). The indexer and test fixtures both build
+// entries with it, so an entry always means the same thing.
+func NewImage(class, name string, b []byte, w, h int, testFraction float64) Image {
+	sum := sha256.Sum256(b)
+	return Image{Path: class + "/" + name, Class: class, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]),
+		Width: w, Height: h, Split: data.SplitOf(class, name, testFraction)}
+}
+
 // ClassIndex returns the label of a class, or -1.
 func (m *Manifest) ClassIndex(class string) int {
 	i := sort.SearchStrings(m.Classes, class)

@@ -8,8 +8,6 @@ package index
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"image"
@@ -245,9 +243,7 @@ func examine(r *os.Root, c candidate, old *manifest.Manifest, opt Options) resul
 	if reason != "" {
 		return result{reason: reason}
 	}
-	sum := sha256.Sum256(b)
-	return result{img: manifest.Image{Path: c.rel, Class: class, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:]),
-		Width: w, Height: h, Split: split}}
+	return result{img: manifest.NewImage(class, file, b, w, h, opt.TestFraction)}
 }
 
 // decodeAll decodes the whole image with trainer/data, the decoder every volunteer uses

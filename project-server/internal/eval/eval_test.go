@@ -2,8 +2,6 @@ package eval
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"math"
 	"os"
 	"path/filepath"
@@ -59,10 +57,7 @@ func job(t *testing.T) *Job {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sum := sha256.Sum256(b)
-			name := filepath.Base(p)
-			m.Images = append(m.Images, manifest.Image{Path: cls + "/" + name, Class: cls, Size: int64(len(b)),
-				SHA256: hex.EncodeToString(sum[:]), Width: w, Height: h, Split: data.SplitOf(cls, name, 0.5)})
+			m.Images = append(m.Images, manifest.NewImage(cls, filepath.Base(p), b, w, h, 0.5))
 		}
 	}
 	m.Finish()

@@ -2,8 +2,6 @@ package server_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net/http"
@@ -74,10 +72,7 @@ func kylbergRoot(t *testing.T, classes ...string) string {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sum := sha256.Sum256(b)
-			name := filepath.Base(p)
-			m.Images = append(m.Images, manifest.Image{Path: cls + "/" + name, Class: cls, Size: int64(len(b)),
-				SHA256: hex.EncodeToString(sum[:]), Width: w, Height: h, Split: data.SplitOf(cls, name, 0.2)})
+			m.Images = append(m.Images, manifest.NewImage(cls, filepath.Base(p), b, w, h, 0.2))
 		}
 	}
 	m.Finish()
