@@ -125,7 +125,7 @@ func (ws *Workspace) TrainBatch(n int, labels []int, seed uint64) (loss float64,
 	dE := ws.dHead[cur]
 	es := m.layers[m.energy].out.Size()
 	chunks := min(n, maxChunks)
-	dynamic(ws.sampleWorkers, chunks, func(w, c int) {
+	dynamic(ws.threads, chunks, func(w, c int) {
 		g := ws.chunkGrads[c]
 		for _, p := range g {
 			clear(p)

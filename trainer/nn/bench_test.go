@@ -72,3 +72,5 @@ func BenchmarkInferSmall2(b *testing.B) { benchModel(b, "tcnn-small", 2, false) 
 func BenchmarkTrainSmall1(b *testing.B) { benchModel(b, "tcnn-small", 1, true) }
 
 func BenchmarkTrainTcnn3(b *testing.B) { benchModel(b, "tcnn3", 2, true) }
+
+func BenchmarkInferTcnn3(b *testing.B) { benchModel(b, "tcnn3", 2, false) }

@@ -74,7 +74,7 @@ func (ws *Workspace) buildLayers() {
 			ws.layers[i] = &dropout{info: l, index: i, x: x, y: y, mask: make([]float32, ws.batch*l.out.Size())}
 		case spec.Dense:
 			// The first dense layer passes a gradient down only if a conv waits for it.
-			ws.layers[i] = &dense{info: l, m: m, x: x, y: y, threads: ws.sampleWorkers, needDX: denseSeen || firstConv >= 0}
+			ws.layers[i] = &dense{info: l, m: m, x: x, y: y, threads: ws.threads, needDX: denseSeen || firstConv >= 0}
 			denseSeen = true
 		default:
 			panic(fmt.Sprintf("nn: layer %d has unknown type %q", i, l.Type))

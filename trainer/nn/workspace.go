@@ -18,15 +18,6 @@ type Workspace struct {
 	m       *Model
 	batch   int
 	threads int
-	// Parallel strategy. Small convolutions run one sample per worker goroutine with a
-	// single-threaded BLAS (sampleWorkers = threads, blasThreads = 1); when a conv's
-	// per-sample product is large (tcnn3), the samples run one after the other and the
-	// BLAS splits each product across the threads, which keeps the caches of the cores
-	// from competing (measured 18% faster for tcnn3 inference, 13% slower for
-	// tcnn-small). OpenBLAS partitions a product by rows and columns of the result, not
-	// along the sum, so both strategies give the same bits for the same thread count.
-	sampleWorkers int
-	blasThreads   int
 
 	in        []float32   // batch x In[0]
 	acts      [][]float32 // acts[i]: batch x Out[i]; a ReLU shares its input's buffer
@@ -70,11 +61,8 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 	if threads < 1 {
 		return nil, fmt.Errorf("nn: workspace: threads %d is not positive", threads)
 	}
-	ws := &Workspace{m: m, batch: batch, threads: threads, sampleWorkers: threads, blasThreads: 1}
+	ws := &Workspace{m: m, batch: batch, threads: threads}
 	r := m.r
-	if threads > 1 && largestConvFLOPs(m) >= threadedBLASFLOPs {
-		ws.sampleWorkers, ws.blasThreads = 1, threads
-	}
 	ws.in = make([]float32, batch*r.In[0].Size())
 	n := len(m.layers)
 	ws.acts = make([][]float32, n)
@@ -94,7 +82,7 @@ func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
 			planes = max(planes, phaseSize(&l))
 		}
 	}
-	ws.workers = make([]*worker, ws.sampleWorkers)
+	ws.workers = make([]*worker, threads)
 	for w := range ws.workers {
 		ws.workers[w] = &worker{cols: make([]float32, cols), planes: make([]float32, planes), dplanes: make([]float32, planes)}
 	}
@@ -143,7 +131,7 @@ func (ws *Workspace) Forward(n int, train bool, seed uint64) []float32 {
 		panic(fmt.Sprintf("nn: forward: batch %d outside [1, %d]", n, ws.batch))
 	}
 	ws.gemmSetup()
-	dynamic(ws.sampleWorkers, n, func(w, s int) { ws.trunkForward(ws.workers[w], s, train, seed) })
+	dynamic(ws.threads, n, func(w, s int) { ws.trunkForward(ws.workers[w], s, train, seed) })
 	ws.head.train, ws.head.seed = train, seed
 	for i := ws.m.energy + 1; i < len(ws.layers); i++ {
 		ws.layers[i].forward(&ws.head, 0, n)
@@ -152,23 +140,11 @@ func (ws *Workspace) Forward(n int, train bool, seed uint64) []float32 {
 	return ws.acts[last][:n*ws.m.r.Classes]
 }
 
-// gemmSetup gives the BLAS the workspace's thread count for one product.
-func (ws *Workspace) gemmSetup() { gemm.SetThreads(ws.blasThreads) }
-
-// threadedBLASFLOPs is the per-sample forward cost of one conv above which the
-// workspace lets the BLAS, not the samples, use the threads.
-const threadedBLASFLOPs = 256e6
-
-// largestConvFLOPs returns the largest per-sample forward FLOPs of m's conv layers.
-func largestConvFLOPs(m *Model) float64 {
-	var most float64
-	for _, l := range m.layers {
-		if l.Type == spec.Conv {
-			most = max(most, 2*float64(l.out.Size())*float64(l.in.C*l.Kernel*l.Kernel))
-		}
-	}
-	return most
-}
+// gemmSetup keeps every BLAS call single-threaded: the workspace runs one sample per
+// worker goroutine. (Letting the BLAS split each product across the threads instead,
+// with the samples in sequence, measured 30-50% slower here for tcnn3, whose conv2
+// product per sample is the largest of the shipped models.)
+func (ws *Workspace) gemmSetup() { gemm.SetThreads(1) }
 
 // trunkForward runs sample s through the spatial layers up to and including energy.
 func (ws *Workspace) trunkForward(w *worker, s int, train bool, seed uint64) {
