@@ -11,6 +11,9 @@
 // message over changing one.
 //
 //	1 (2026-11-21): first version: hosts, work units, results, heartbeats, campaigns.
+//	1 (2026-11-21): optional Hyper.LRDecay (per-round learning-rate decay). No bump:
+//	  the field is optional, and a work unit's LearningRate is already the round's
+//	  rate, so clients that ignore LRDecay train correctly.
 //
 // # Volunteer flow
 //
@@ -135,13 +138,23 @@ type BlobRef struct {
 	URL    string `json:"url"` // path relative to the server, e.g. /api/v1/blobs/<sha256>
 }
 
-// Hyper carries a work unit's training hyper-parameters.
+// Hyper carries training hyper-parameters: a campaign's in CampaignSpec, one work
+// unit's in WorkUnit.
 type Hyper struct {
-	Epochs       int     `json:"epochs"`
-	BatchSize    int     `json:"batch_size"`
+	Epochs    int `json:"epochs"`
+	BatchSize int `json:"batch_size"`
+	// LearningRate is, in a CampaignSpec, the rate of the campaign's first round; in a
+	// WorkUnit, the rate to train with, LRDecay already applied by the server.
 	LearningRate float64 `json:"learning_rate"`
 	Momentum     float64 `json:"momentum"`
 	WeightDecay  float64 `json:"weight_decay"`
+	// LRDecay is the multiplicative factor applied to the learning rate per round,
+	// valid in (0, 1]; 0 (absent) or 1 means a constant rate. Rounds are numbered from
+	// 0, so the work units of round r train with LearningRate x LRDecay^r, computed
+	// once by the server in float64. A WorkUnit's Hyper echoes LRDecay for the record
+	// only: its LearningRate is already the round's rate, and clients must not apply
+	// LRDecay again. Added 2026-11-21 without a version bump (optional field).
+	LRDecay float64 `json:"lr_decay,omitempty"`
 }
 
 // WorkUnit describes one unit of training: which fragments (seed + count over the

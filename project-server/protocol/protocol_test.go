@@ -71,3 +71,29 @@ func TestErrorBody(t *testing.T) {
 		t.Fatalf("decoded %+v", body.Error)
 	}
 }
+
+// TestHyperLRDecayJSON: lr_decay is optional on the wire; a Hyper without it encodes as
+// before, so old clients and stored specs see no change.
+func TestHyperLRDecayJSON(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		h    Hyper
+		want string
+	}{
+		{"absent", Hyper{Epochs: 1, BatchSize: 8, LearningRate: 0.01}, `{"epochs":1,"batch_size":8,"learning_rate":0.01,"momentum":0,"weight_decay":0}`},
+		{"set", Hyper{Epochs: 1, BatchSize: 8, LearningRate: 0.01, LRDecay: 0.5}, `{"epochs":1,"batch_size":8,"learning_rate":0.01,"momentum":0,"weight_decay":0,"lr_decay":0.5}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := json.Marshal(c.h)
+			if err != nil || string(b) != c.want {
+				t.Fatalf("Marshal(%+v) = %s, %v; want %s", c.h, b, err, c.want)
+			}
+			var back Hyper
+			if err := json.Unmarshal(b, &back); err != nil || back != c.h {
+				t.Fatalf("round trip gave %+v, %v", back, err)
+			}
+		})
+	}
+}

@@ -282,6 +282,7 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.IntVar(&cs.Hyper.BatchSize, "batch", 0, "batch size (default 32)")
 		fs.Float64Var(&cs.Hyper.LearningRate, "lr", 0, "learning rate (default 0.01)")
 		fs.Float64Var(&cs.Hyper.Momentum, "momentum", 0, "momentum (default 0.9)")
+		fs.Float64Var(&cs.Hyper.LRDecay, "lr-decay", 0, "learning-rate factor per round in (0, 1]: round r trains at lr x lr-decay^r (default 1, constant)")
 		fs.Float64Var(&cs.Quorum, "quorum", 0, "quorum fraction 0.75..0.90 (default 0.8)")
 		fs.IntVar(&cs.WorkUnitsPerRound, "wus", 0, "work units per round (default 4)")
 		fs.IntVar(&cs.Rounds, "rounds", 0, "rounds (default 10)")
@@ -416,6 +417,8 @@ func overlay(fs *flag.FlagSet, dst, src *protocol.CampaignSpec) {
 			dst.Hyper.LearningRate = src.Hyper.LearningRate
 		case "momentum":
 			dst.Hyper.Momentum = src.Hyper.Momentum
+		case "lr-decay":
+			dst.Hyper.LRDecay = src.Hyper.LRDecay
 		case "quorum":
 			dst.Quorum = src.Quorum
 		case "wus":

@@ -115,6 +115,8 @@ func Defaults(c *protocol.CampaignSpec) error {
 		return bad("hyper.momentum %g must be in [0, 1)", c.Hyper.Momentum)
 	case !(c.Hyper.WeightDecay >= 0 && c.Hyper.WeightDecay < 1):
 		return bad("hyper.weight_decay %g must be in [0, 1)", c.Hyper.WeightDecay)
+	case !(c.Hyper.LRDecay >= 0 && c.Hyper.LRDecay <= 1):
+		return bad("hyper.lr_decay %g must be in (0, 1]; leave it out (or 0) for a constant learning rate", c.Hyper.LRDecay)
 	case !(c.Quorum >= MinQuorum-1e-9 && c.Quorum <= MaxQuorum+1e-9):
 		return bad("quorum %g is outside %g..%g", c.Quorum, MinQuorum, MaxQuorum)
 	case c.WorkUnitsPerRound < 1 || c.WorkUnitsPerRound > 100000:
@@ -134,6 +136,12 @@ func Defaults(c *protocol.CampaignSpec) error {
 	case c.Mode != protocol.ModeSync:
 		return bad("mode %q is not supported yet; use %q", c.Mode, protocol.ModeSync)
 	}
+	// The trainer steps in float32: a decay that takes the last round's rate below the
+	// smallest normal float32 would train that round with a rate of (nearly) zero.
+	if last := RoundLearningRate(c.Hyper, c.Rounds-1); last < minLR {
+		return bad("hyper.lr_decay %g takes the learning rate of round %d to %g, below %g: use a decay closer to 1 or fewer rounds",
+			c.Hyper.LRDecay, c.Rounds-1, last, minLR)
+	}
 	if c.Seed == 0 {
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {
@@ -142,6 +150,20 @@ func Defaults(c *protocol.CampaignSpec) error {
 		c.Seed = binary.LittleEndian.Uint64(b[:]) | 1
 	}
 	return nil
+}
+
+// minLR is the smallest learning rate a round may get from LRDecay: the smallest
+// normal float32, the trainer's precision.
+const minLR = 0x1p-126
+
+// RoundLearningRate is the learning rate of a campaign's round r (rounds count from 0):
+// h.LearningRate x h.LRDecay^r, or h.LearningRate when LRDecay is 0 or 1. The server
+// computes it once per work unit; clients train with the work unit's LearningRate.
+func RoundLearningRate(h protocol.Hyper, round int) float64 {
+	if h.LRDecay == 0 || h.LRDecay == 1 || round <= 0 {
+		return h.LearningRate
+	}
+	return h.LearningRate * math.Pow(h.LRDecay, float64(round))
 }
 
 // Needed is the quorum count: ceil(quorum x wus), at least 1.

@@ -339,6 +339,8 @@ func (s *Scheduler) describe(ctx context.Context, c *store.Campaign, ci *campaig
 	ftp := s.cfg.FTP
 	ftp.Name = ci.spec.Dataset
 	ftp.ManifestVersion = c.ManifestVersion
+	hyper := ci.spec.Hyper
+	hyper.LearningRate = RoundLearningRate(hyper, w.Round)
 	return &protocol.WorkUnit{
 		ID: w.ID, CampaignID: c.ID, Round: w.Round,
 		BaseModel:    protocol.BlobRef{SHA256: base, Size: s.modelSize(ctx, base), URL: protocol.BlobPath(base)},
@@ -346,7 +348,7 @@ func (s *Scheduler) describe(ctx context.Context, c *store.Campaign, ci *campaig
 		Classes:      ci.classes,
 		Dataset:      ftp,
 		FragmentSize: ci.spec.FragmentSize, FragmentCount: w.FragmentCount, Seed: uint64(w.Seed),
-		Hyper: ci.spec.Hyper, DeltaDType: ci.spec.DeltaDType, Deadline: w.Deadline, FLOPs: w.FLOPs,
+		Hyper: hyper, DeltaDType: ci.spec.DeltaDType, Deadline: w.Deadline, FLOPs: w.FLOPs,
 	}
 }
 

@@ -340,3 +340,44 @@ func TestSecondUnitWaits(t *testing.T) {
 		}
 	})
 }
+
+// TestLRDecay: a campaign with learning_rate 0.01 and lr_decay 0.5 issues round r's work
+// units (rounds count from 0) with learning_rate 0.01 x 0.5^r, computed by the server,
+// with lr_decay echoed for the record; the campaign keeps the base rate, across a
+// restart. A campaign without lr_decay keeps a constant rate.
+func TestLRDecay(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
+		e := newEnv(t, dsn)
+		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 1, Rounds: 3, Start: true,
+			Hyper: protocol.Hyper{LearningRate: 0.01, LRDecay: 0.5}})
+		flat := e.createCampaign(protocol.CampaignSpec{Name: "flat", Quorum: 0.75, WorkUnitsPerRound: 1, Rounds: 3, Start: true,
+			Hyper: protocol.Hyper{LearningRate: 0.02}})
+		if c.Spec.Hyper.LearningRate != 0.01 || c.Spec.Hyper.LRDecay != 0.5 {
+			t.Fatalf("campaign hyper %+v, want learning_rate 0.01 lr_decay 0.5", c.Spec.Hyper)
+		}
+		a, b := e.host(1), e.host(1)
+		want := []float64{0.01, 0.005, 0.0025}
+		for round, lr := range want {
+			if round == 2 {
+				e.restart() // the decay comes from the stored spec, not from memory
+			}
+			// The decaying campaign is older, so the first host to ask takes its only unit;
+			// the second gets the other campaign's.
+			w, fw := e.work(a), e.work(b)
+			if w == nil || w.CampaignID != c.ID || w.Round != round {
+				t.Fatalf("round %d: got work unit %+v, want one of campaign %d round %d", round, w, c.ID, round)
+			}
+			if w.Hyper.LearningRate != lr || w.Hyper.LRDecay != 0.5 {
+				t.Fatalf("round %d: hyper %+v, want learning_rate %g and lr_decay 0.5", round, w.Hyper, lr)
+			}
+			if fw == nil || fw.CampaignID != flat.ID || fw.Round != round || fw.Hyper.LearningRate != 0.02 || fw.Hyper.LRDecay != 0 {
+				t.Fatalf("round %d of the campaign without decay: %+v", round, fw)
+			}
+			e.must(e.upload(a, w.ID, encode(t, delta(params(t, w), uint64(round), 0.01), weights.F32), nil), http.StatusOK, nil)
+			e.must(e.upload(b, fw.ID, encode(t, delta(params(t, fw), uint64(round), 0.01), weights.F32), nil), http.StatusOK, nil)
+		}
+		if c = e.campaign(c.ID); c.State != protocol.StateDone || c.Spec.Hyper.LearningRate != 0.01 {
+			t.Fatalf("campaign after its rounds: state %s hyper %+v", c.State, c.Spec.Hyper)
+		}
+	})
+}
