@@ -34,11 +34,15 @@ type EpochSource interface {
 }
 
 // Config sets the optimiser and schedule. SGD follows PyTorch: v = Momentum*v +
-// (g + WeightDecay*w); w -= LR*v, weight decay on every parameter.
+// (g + WeightDecay*w); w -= lr*v, weight decay on every parameter, where the rate of
+// epoch e (from 0) is lr = LR * LRDecay^e, PyTorch's ExponentialLR stepped per epoch.
 type Config struct {
-	Epochs      int
-	BatchSize   int
-	LR          float64
+	Epochs    int
+	BatchSize int
+	LR        float64
+	// LRDecay multiplies the learning rate after every epoch; 0 or 1 keeps it constant.
+	// The project server applies the same factor per round to its campaigns' work units.
+	LRDecay     float64
 	Momentum    float64
 	WeightDecay float64
 	Seed        uint64 // drives the epoch shuffles and the dropout masks
@@ -54,6 +58,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: batch size %d is not positive", c.BatchSize)
 	case !(c.LR > 0) || math.IsInf(c.LR, 0):
 		return fmt.Errorf("train: learning rate %g must be positive and finite", c.LR)
+	case !(c.LRDecay >= 0 && c.LRDecay <= 1):
+		return fmt.Errorf("train: learning-rate decay %g is outside [0, 1] (0 means none)", c.LRDecay)
 	case !(c.Momentum >= 0 && c.Momentum < 1):
 		return fmt.Errorf("train: momentum %g is outside [0, 1)", c.Momentum)
 	case !(c.WeightDecay >= 0) || math.IsInf(c.WeightDecay, 0):
@@ -62,6 +68,14 @@ func (c Config) Validate() error {
 		return fmt.Errorf("train: threads %d is not positive", c.Threads)
 	}
 	return nil
+}
+
+// EpochLR returns the learning rate of epoch e (from 0): LR * LRDecay^e.
+func (c Config) EpochLR(e int) float64 {
+	if c.LRDecay == 0 || c.LRDecay == 1 {
+		return c.LR
+	}
+	return c.LR * math.Pow(c.LRDecay, float64(e))
 }
 
 // ErrEmptySource is returned for a Source without samples.
@@ -212,7 +226,7 @@ func (r *Run) Step(ctx context.Context) (StepInfo, error) {
 
 // update applies one SGD step with momentum and weight decay.
 func (r *Run) update() {
-	lr, mu, wd := float32(r.cfg.LR), float32(r.cfg.Momentum), float32(r.cfg.WeightDecay)
+	lr, mu, wd := float32(r.cfg.EpochLR(r.epoch)), float32(r.cfg.Momentum), float32(r.cfg.WeightDecay)
 	grads := r.ws.Grads()
 	for pi, p := range r.m.Params() {
 		w, g, v := p.T.Data, grads[pi].T.Data, r.velocity[pi]

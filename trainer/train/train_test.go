@@ -263,6 +263,9 @@ func TestBadConfig(t *testing.T) {
 		{"lr 0", func(c *Config) { c.LR = 0 }},
 		{"lr NaN", func(c *Config) { c.LR = math.NaN() }},
 		{"momentum 1", func(c *Config) { c.Momentum = 1 }},
+		{"lr decay above 1", func(c *Config) { c.LRDecay = 1.5 }},
+		{"lr decay negative", func(c *Config) { c.LRDecay = -0.1 }},
+		{"lr decay NaN", func(c *Config) { c.LRDecay = math.NaN() }},
 		{"negative decay", func(c *Config) { c.WeightDecay = -1 }},
 		{"threads 0", func(c *Config) { c.Threads = 0 }},
 	}

@@ -31,7 +31,8 @@ func init() {
 type trainFlags struct {
 	data, model, out      string
 	size, epochs, batch   int
-	lr, momentum, wd      float64
+	lr, lrDecay, momentum float64
+	wd                    float64
 	seed                  uint64
 	threads, fragments    int
 	testFraction          float64
@@ -49,6 +50,7 @@ func parseTrainFlags(args []string) (*trainFlags, error) {
 	fs.IntVar(&f.epochs, "epochs", 10, "epochs")
 	fs.IntVar(&f.batch, "batch", 32, "batch size")
 	fs.Float64Var(&f.lr, "lr", 0.01, "learning rate")
+	fs.Float64Var(&f.lrDecay, "lr-decay", 0, "multiply the learning rate by this after every epoch (0: constant)")
 	fs.Float64Var(&f.momentum, "momentum", 0.9, "SGD momentum")
 	fs.Float64Var(&f.wd, "wd", 5e-4, "weight decay")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed for weights, fragments, shuffles and dropout")
@@ -146,6 +148,7 @@ type trainMetrics struct {
 
 type epochLog struct {
 	Epoch    int     `json:"epoch"`
+	LR       float64 `json:"lr"`
 	Loss     float64 `json:"loss"`
 	Accuracy float64 `json:"train_accuracy"`
 	Seconds  float64 `json:"seconds"`
@@ -189,7 +192,7 @@ func runTrain(ctx context.Context, args []string) error {
 		count = 10 * len(trainRefs)
 	}
 	src := &epochFragments{images: trainRefs, grays: trainGrays, count: count, size: f.size, seed: f.seed}
-	cfg := train.Config{Epochs: f.epochs, BatchSize: f.batch, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, Seed: f.seed, Threads: f.threads}
+	cfg := train.Config{Epochs: f.epochs, BatchSize: f.batch, LR: f.lr, LRDecay: f.lrDecay, Momentum: f.momentum, WeightDecay: f.wd, Seed: f.seed, Threads: f.threads}
 	run, err := train.NewRun(m, src, cfg)
 	if err != nil {
 		return err
@@ -217,7 +220,7 @@ func runTrain(ctx context.Context, args []string) error {
 		total += info.Samples
 		rep.step(info, loss/float64(seen), float64(correct)/float64(seen))
 		if run.Epoch() != info.Epoch || info.Done {
-			e := epochLog{Epoch: info.Epoch, Loss: loss / float64(seen), Accuracy: float64(correct) / float64(seen), Seconds: time.Since(epochStart).Seconds()}
+			e := epochLog{Epoch: info.Epoch, LR: cfg.EpochLR(info.Epoch), Loss: loss / float64(seen), Accuracy: float64(correct) / float64(seen), Seconds: time.Since(epochStart).Seconds()}
 			res.Epochs = append(res.Epochs, e)
 			rep.epoch(e, f.epochs)
 			loss, correct, seen, epochStart = 0, 0, 0, time.Now()
@@ -309,7 +312,7 @@ func (rp *reporter) step(info train.StepInfo, loss, acc float64) {
 }
 
 func (rp *reporter) epoch(e epochLog, epochs int) {
-	line := fmt.Sprintf("epoch %d/%d: loss %.4f, train accuracy %.4f, %.1f s", e.Epoch+1, epochs, e.Loss, e.Accuracy, e.Seconds)
+	line := fmt.Sprintf("epoch %d/%d: lr %.3g, loss %.4f, train accuracy %.4f, %.1f s", e.Epoch+1, epochs, e.LR, e.Loss, e.Accuracy, e.Seconds)
 	if rp.bar != nil {
 		rp.bar.Clear()
 		fmt.Fprintln(os.Stderr, line)

@@ -89,7 +89,8 @@ func trainArgs(data, specPath, out string) []string {
 func TestTrainAndEval(t *testing.T) {
 	data, specPath := writeDataset(t)
 	out := t.TempDir()
-	if err := runTrain(context.Background(), trainArgs(data, specPath, out)); err != nil {
+	args := func(out string) []string { return append(trainArgs(data, specPath, out), "--lr-decay", "0.9") }
+	if err := runTrain(context.Background(), args(out)); err != nil {
 		t.Fatal(err)
 	}
 	var res trainMetrics
@@ -105,6 +106,11 @@ func TestTrainAndEval(t *testing.T) {
 	}
 	if res.Image.Samples != int64(res.TestImages) || res.Fragment.Samples < res.Image.Samples {
 		t.Errorf("image level has %d samples for %d test images, fragment level %d", res.Image.Samples, res.TestImages, res.Fragment.Samples)
+	}
+	for _, e := range res.Epochs {
+		if want := 0.02 * math.Pow(0.9, float64(e.Epoch)); math.Abs(e.LR-want) > 1e-12 {
+			t.Errorf("epoch %d trained at lr %g, want %g", e.Epoch, e.LR, want)
+		}
 	}
 	if res.Epochs[7].Loss >= res.Epochs[0].Loss {
 		t.Errorf("training loss went from %g to %g", res.Epochs[0].Loss, res.Epochs[7].Loss)
@@ -149,7 +155,7 @@ func TestTrainAndEval(t *testing.T) {
 
 	// The same command again gives bit-identical weights.
 	out2 := t.TempDir()
-	if err := runTrain(context.Background(), trainArgs(data, specPath, out2)); err != nil {
+	if err := runTrain(context.Background(), args(out2)); err != nil {
 		t.Fatal(err)
 	}
 	w1, _ := os.ReadFile(filepath.Join(out, "weights.safetensors"))
@@ -206,6 +212,7 @@ func TestTrainBadInputs(t *testing.T) {
 		{"fragments larger than every image", []string{"--data", data, "--out", t.TempDir(), "--model", specPath, "--size", "64"}, "need both"},
 		{"batch 0", []string{"--data", data, "--out", t.TempDir(), "--model", specPath, "--size", "32", "--batch", "0"}, "batch size"},
 		{"unknown model", []string{"--data", data, "--out", t.TempDir(), "--model", "resnet"}, "not shipped"},
+		{"lr decay above 1", []string{"--data", data, "--out", t.TempDir(), "--model", specPath, "--size", "32", "--lr-decay", "1.2"}, "learning-rate decay"},
 		{"bad progress", []string{"--data", data, "--out", t.TempDir(), "--progress", "fancy"}, "--progress"},
 	}
 	for _, tc := range cases {
