@@ -27,6 +27,8 @@ func main() {
 	flag.IntVar(&o.Rounds, "rounds", 8, "rounds")
 	flag.Float64Var(&o.Quorum, "quorum", 0.75, "share of a round's results that closes it")
 	flag.IntVar(&o.Epochs, "epochs", 1, "epochs per work unit")
+	flag.Float64Var(&o.LR, "lr", 0.01, "learning rate of the first round")
+	flag.Float64Var(&o.LRDecay, "lr-decay", 0.85, "learning-rate factor per round (1: constant)")
 	flag.IntVar(&o.FragMin, "fragments-min", 4500, "fewest fragments per work unit")
 	flag.IntVar(&o.FragMax, "fragments-max", 6000, "most fragments per work unit")
 	flag.StringVar(&o.Upload, "upload", "", "scripted upload: lftp, curl or dataset-ftp (default lftp when installed)")

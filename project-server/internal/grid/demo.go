@@ -29,6 +29,7 @@ type DemoOptions struct {
 	Quorum     float64
 	Epochs     int     // epochs per work unit [1]
 	LR         float64 // [0.01]
+	LRDecay    float64 // per round [0.85]; 1 keeps the rate constant
 	FragMin    int     // [4500]
 	FragMax    int     // [6000]
 	Seed       uint64  // campaign seed [1]
@@ -61,6 +62,9 @@ func (o *DemoOptions) defaults() {
 	}
 	if o.LR == 0 {
 		o.LR = 0.01
+	}
+	if o.LRDecay == 0 {
+		o.LRDecay = 0.85
 	}
 	if o.FragMin == 0 {
 		o.FragMin = 4500
@@ -144,7 +148,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	camp, err := g.CreateCampaign(ctx, protocol.CampaignSpec{
 		Name: "demo", Dataset: o.Dataset, Model: o.Model, FragmentSize: o.Size,
 		FragmentsMin: o.FragMin, FragmentsMax: o.FragMax,
-		Hyper:  protocol.Hyper{Epochs: o.Epochs, BatchSize: 32, LearningRate: o.LR, Momentum: 0.9},
+		Hyper:  protocol.Hyper{Epochs: o.Epochs, BatchSize: 32, LearningRate: o.LR, LRDecay: o.LRDecay, Momentum: 0.9},
 		Quorum: o.Quorum, WorkUnitsPerRound: o.Volunteers, Rounds: o.Rounds,
 		WUDeadline: protocol.Duration(10 * time.Minute), Seed: o.Seed, Start: true,
 	})
