@@ -1,0 +1,253 @@
+//go:build ignore
+
+// gen_kernels writes kernels_amd64.s, the AVX-512 micro-kernels of package gemm.
+// Run it with `go generate` in this directory. The kernels are generated rather than
+// written by hand because each one is a fully unrolled register tile: a C tile of
+// mr x (16*nv) floats lives in mr*nv ZMM accumulators for the whole k loop.
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"log"
+	"os"
+)
+
+// The tile height and the widths (in 16-float vectors) that get a kernel. The driver
+// uses the widest kernel for interior tiles and the narrowest that covers an edge.
+const mr = 8
+
+var widths = []int{1, 2, 3}
+
+// Registers of the kernels (ABI0, arguments on the stack).
+const (
+	regA     = "AX" // packed A micro-panel, mr floats per k step
+	regB     = "BX" // B rows, 16*nv floats used per k step
+	regK     = "CX" // k steps left
+	regBStr  = "DX" // bytes from one B row to the next
+	regC     = "DI" // C tile, row-major
+	regLdc   = "SI" // bytes from one C row to the next
+	regRows  = "R8" // rows of the tile to store
+	regFlags = "R9"
+	regBias  = "R10"
+)
+
+// Flag bits of the kernels, mirrored by the constants in kern.go.
+const (
+	flagLoadC = 1 // acc += beta*C before storing
+	flagBias  = 2 // acc += bias[row]
+	flagReLU  = 4 // acc = max(0, acc)
+)
+
+type gen struct{ buf bytes.Buffer }
+
+func (g *gen) f(format string, args ...any) { fmt.Fprintf(&g.buf, format+"\n", args...) }
+
+func acc(r, v, nv int) string { return fmt.Sprintf("Z%d", r*nv+v) }
+
+// step emits one k step at offset u of an unrolled group: nv loads of B (the last one
+// masked by K1, so an unpadded edge of B reads zeros), then per row a broadcast of the
+// A value and nv FMAs.
+func (g *gen) step(nv, u int) {
+	if u > 0 {
+		g.f("\tADDQ %s, %s", regBStr, regB)
+	}
+	for v := 0; v < nv; v++ {
+		if v == nv-1 {
+			g.f("\tVMOVUPS.Z %d(%s), K1, Z%d", 64*v, regB, 24+v)
+		} else {
+			g.f("\tVMOVUPS %d(%s), Z%d", 64*v, regB, 24+v)
+		}
+	}
+	for r := 0; r < mr; r++ {
+		bc := 28 + r%2
+		g.f("\tVBROADCASTSS %d(%s), Z%d", 4*(u*mr+r), regA, bc)
+		for v := 0; v < nv; v++ {
+			g.f("\tVFMADD231PS Z%d, Z%d, %s", 24+v, bc, acc(r, v, nv))
+		}
+	}
+}
+
+func (g *gen) kernel(nv int) {
+	name := fmt.Sprintf("AVX512x%dx%d", mr, 16*nv)
+	const unroll = 4
+	g.f("// func %s(k int, a, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)", name)
+	g.f("TEXT ·%s(SB), NOSPLIT, $0-80", name)
+	g.f("\tMOVQ k+0(FP), %s", regK)
+	g.f("\tMOVQ a+8(FP), %s", regA)
+	g.f("\tMOVQ b+16(FP), %s", regB)
+	g.f("\tMOVQ bstride+24(FP), %s", regBStr)
+	g.f("\tSHLQ $2, %s", regBStr)
+	g.f("\tMOVQ c+32(FP), %s", regC)
+	g.f("\tMOVQ ldc+40(FP), %s", regLdc)
+	g.f("\tSHLQ $2, %s", regLdc)
+	g.f("\tMOVQ rows+48(FP), %s", regRows)
+	g.f("\tKMOVW mask+56(FP), K1")
+	g.f("\tMOVL flags+60(FP), %s", regFlags)
+	g.f("\tMOVQ bias+72(FP), %s", regBias)
+	for r := 0; r < mr; r++ {
+		for v := 0; v < nv; v++ {
+			g.f("\tVPXORD %s, %s, %s", acc(r, v, nv), acc(r, v, nv), acc(r, v, nv))
+		}
+	}
+	g.f("\tCMPQ %s, $%d", regK, unroll)
+	g.f("\tJLT tail%d", nv)
+	g.f("loop%d:", nv)
+	for u := 0; u < unroll; u++ {
+		g.step(nv, u)
+	}
+	g.f("\tADDQ %s, %s", regBStr, regB)
+	g.f("\tADDQ $%d, %s", 4*mr*unroll, regA)
+	g.f("\tSUBQ $%d, %s", unroll, regK)
+	g.f("\tCMPQ %s, $%d", regK, unroll)
+	g.f("\tJGE loop%d", nv)
+	g.f("tail%d:", nv)
+	g.f("\tTESTQ %s, %s", regK, regK)
+	g.f("\tJEQ store%d", nv)
+	g.step(nv, 0)
+	g.f("\tADDQ %s, %s", regBStr, regB)
+	g.f("\tADDQ $%d, %s", 4*mr, regA)
+	g.f("\tDECQ %s", regK)
+	g.f("\tJMP tail%d", nv)
+
+	// Epilogue, row by row: rows past `rows` belong to the zero padding of A.
+	g.f("store%d:", nv)
+	g.f("\tVBROADCASTSS beta+64(FP), Z29")
+	g.f("\tVPXORD Z30, Z30, Z30")
+	for r := 0; r < mr; r++ {
+		l := fmt.Sprintf("%d_%d", nv, r)
+		if r > 0 {
+			g.f("\tCMPQ %s, $%d", regRows, r)
+			g.f("\tJLE done%d", nv)
+		}
+		g.f("\tTESTL $%d, %s", flagLoadC, regFlags)
+		g.f("\tJEQ noload%s", l)
+		for v := 0; v < nv; v++ {
+			if v == nv-1 {
+				g.f("\tVMOVUPS.Z %d(%s), K1, Z31", 64*v, regC)
+			} else {
+				g.f("\tVMOVUPS %d(%s), Z31", 64*v, regC)
+			}
+			g.f("\tVFMADD231PS Z31, Z29, %s", acc(r, v, nv))
+		}
+		g.f("noload%s:", l)
+		g.f("\tTESTL $%d, %s", flagBias, regFlags)
+		g.f("\tJEQ nobias%s", l)
+		g.f("\tVBROADCASTSS %d(%s), Z31", 4*r, regBias)
+		for v := 0; v < nv; v++ {
+			g.f("\tVADDPS Z31, %s, %s", acc(r, v, nv), acc(r, v, nv))
+		}
+		g.f("nobias%s:", l)
+		g.f("\tTESTL $%d, %s", flagReLU, regFlags)
+		g.f("\tJEQ norelu%s", l)
+		for v := 0; v < nv; v++ {
+			// max(0, x) with x as the second source, so a NaN passes through.
+			g.f("\tVMAXPS %s, Z30, %s", acc(r, v, nv), acc(r, v, nv))
+		}
+		g.f("norelu%s:", l)
+		for v := 0; v < nv; v++ {
+			if v == nv-1 {
+				g.f("\tVMOVUPS %s, K1, %d(%s)", acc(r, v, nv), 64*v, regC)
+			} else {
+				g.f("\tVMOVUPS %s, %d(%s)", acc(r, v, nv), 64*v, regC)
+			}
+		}
+		if r < mr-1 {
+			g.f("\tADDQ %s, %s", regLdc, regC)
+		}
+	}
+	g.f("done%d:", nv)
+	g.f("\tVZEROUPPER")
+	g.f("\tRET")
+	g.f("")
+}
+
+// transpose emits Transpose8: for each block of 16 columns, 8 rows are loaded, put
+// through two rounds of unpacks (which leave, in each 128-bit lane, 4 rows of one
+// column) and one round of two-table permutes (which pair rows 0-3 and 4-7 of a
+// column in each 256-bit half), and stored as 16 rows of 8 floats.
+func (g *gen) transpose() {
+	g.f("// permLo and permHi pick 128-bit lanes 0,1 and 2,3 of two tables, interleaved.")
+	for i, idx := range [][]int{{0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23}, {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31}} {
+		name := []string{"permLo", "permHi"}[i]
+		for j, v := range idx {
+			g.f("DATA %s<>+%d(SB)/4, $%d", name, 4*j, v)
+		}
+		g.f("GLOBL %s<>(SB), RODATA|NOPTR, $64", name)
+	}
+	g.f("")
+	g.f("// func Transpose8(src *float32, lds int, dst *float32, ldd int, blocks int)")
+	g.f("TEXT ·Transpose8(SB), NOSPLIT, $0-40")
+	g.f("\tMOVQ src+0(FP), SI")
+	g.f("\tMOVQ lds+8(FP), DX")
+	g.f("\tSHLQ $2, DX")
+	g.f("\tMOVQ dst+16(FP), DI")
+	g.f("\tMOVQ ldd+24(FP), R8")
+	g.f("\tSHLQ $2, R8")
+	g.f("\tMOVQ blocks+32(FP), CX")
+	g.f("\tLEAQ (DX)(DX*2), R9")  // 3*lds
+	g.f("\tLEAQ (SI)(DX*4), R10") // row 4
+	g.f("\tLEAQ (R8)(R8*2), R12") // 3*ldd
+	g.f("\tMOVQ R8, AX")
+	g.f("\tSHLQ $4, AX") // 16*ldd: one block of output rows
+	g.f("\tVMOVUPS permLo<>(SB), Z30")
+	g.f("\tVMOVUPS permHi<>(SB), Z31")
+	g.f("\tTESTQ CX, CX")
+	g.f("\tJEQ tdone")
+	g.f("tloop:")
+	for r, addr := range []string{"(SI)", "(SI)(DX*1)", "(SI)(DX*2)", "(SI)(R9*1)", "(R10)", "(R10)(DX*1)", "(R10)(DX*2)", "(R10)(R9*1)"} {
+		g.f("\tVMOVUPS %s, Z%d", addr, r)
+	}
+	for i := 0; i < 4; i++ {
+		g.f("\tVUNPCKLPS Z%d, Z%d, Z%d", 2*i+1, 2*i, 8+2*i)
+		g.f("\tVUNPCKHPS Z%d, Z%d, Z%d", 2*i+1, 2*i, 9+2*i)
+	}
+	// U0..U3 (Z16..Z19): rows 0-3 of columns 4l+0..3; U4..U7 (Z20..Z23): rows 4-7.
+	for h := 0; h < 2; h++ {
+		t := 8 + 4*h
+		g.f("\tVUNPCKLPD Z%d, Z%d, Z%d", t+2, t, 16+4*h)
+		g.f("\tVUNPCKHPD Z%d, Z%d, Z%d", t+2, t, 17+4*h)
+		g.f("\tVUNPCKLPD Z%d, Z%d, Z%d", t+3, t+1, 18+4*h)
+		g.f("\tVUNPCKHPD Z%d, Z%d, Z%d", t+3, t+1, 19+4*h)
+	}
+	g.f("\tLEAQ (DI)(R8*4), R11")
+	g.f("\tLEAQ (R11)(R8*4), R13")
+	g.f("\tLEAQ (R13)(R8*4), BX")
+	off := []string{"", "(R8*1)", "(R8*2)", "(R12*1)"}
+	for s := 0; s < 4; s++ {
+		g.f("\tVMOVAPS Z30, Z24")
+		g.f("\tVPERMI2PS Z%d, Z%d, Z24", 20+s, 16+s)
+		g.f("\tVMOVAPS Z31, Z25")
+		g.f("\tVPERMI2PS Z%d, Z%d, Z25", 20+s, 16+s)
+		g.f("\tVMOVUPS Y24, (DI)%s", off[s])
+		g.f("\tVEXTRACTF64X4 $1, Z24, (R11)%s", off[s])
+		g.f("\tVMOVUPS Y25, (R13)%s", off[s])
+		g.f("\tVEXTRACTF64X4 $1, Z25, (BX)%s", off[s])
+	}
+	g.f("\tADDQ $64, SI")
+	g.f("\tADDQ $64, R10")
+	g.f("\tADDQ AX, DI")
+	g.f("\tDECQ CX")
+	g.f("\tJNE tloop")
+	g.f("tdone:")
+	g.f("\tVZEROUPPER")
+	g.f("\tRET")
+	g.f("")
+}
+
+func main() {
+	var g gen
+	g.f("// Code generated by gen_kernels.go; DO NOT EDIT.")
+	g.f("")
+	g.f("//go:build amd64 && !purego")
+	g.f("")
+	g.f("#include \"textflag.h\"")
+	g.f("")
+	for _, nv := range widths {
+		g.kernel(nv)
+	}
+	g.transpose()
+	if err := os.WriteFile("kernels_amd64.s", g.buf.Bytes(), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}

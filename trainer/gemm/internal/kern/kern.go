@@ -1,0 +1,22 @@
+// Package kern holds the assembly micro-kernels of package gemm's packed GEMM. They
+// live apart because a package that uses cgo (gemm with the openblas tag) cannot
+// contain Go assembly.
+//
+// Each kernel computes one 8 x (16*nv) tile of C for nv = 1, 2, 3:
+// acc[r][j] = sum over p < k of a[p*8+r] * b[p*bstride+j], summed in ascending p with
+// one fused multiply-add per term; then, as flags say, acc += beta*c (FlagLoadC),
+// acc += bias[r] (FlagBias), acc = max(0, acc) (FlagReLU, NaN kept); and stores the
+// first rows rows to c (ldc floats apart). The last 16-float vector of each row of b
+// and c is loaded and stored under mask (one bit per column), so an unpadded ragged
+// right edge is neither read nor written past its end. bstride and ldc count floats.
+//
+// Transpose8 is the packers' workhorse: an 8 x 16 block transposed in registers.
+// Callers check bounds; the kernels trust their arguments.
+package kern
+
+// Flags of a kernel call.
+const (
+	FlagLoadC uint32 = 1
+	FlagBias  uint32 = 2
+	FlagReLU  uint32 = 4
+)
