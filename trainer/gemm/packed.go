@@ -1,0 +1,316 @@
+package gemm
+
+import (
+	"fmt"
+	"sync"
+)
+
+// The packed GEMM below is the trainer's own sgemm: A packed once into row panels
+// (weights are packed once per batch and reused for every sample), B read in place or
+// packed one small panel at a time, and an assembly micro-kernel that keeps an 8 x 48
+// tile of C in registers. It is single-threaded and its summation order depends only
+// on the shape, so results are bit-reproducible for given inputs on a given kernel.
+//
+// Loop nest (after Goto and van de Geijn): for each block of kc steps of k, for each
+// block of mc rows of A (mc*kc floats, sized for L2), for each panel of nr columns of
+// B (kc*nr floats, sized for L1), for each panel of mr rows: one micro-kernel call.
+
+// Blocking parameters. kc is fixed when A is packed, so it is a package constant;
+// tests lower it through the unexported functions.
+const (
+	defaultKC = 256
+	mcFloats  = 128 << 10 // floats of packed A per mc block: 512 KiB, half of L2
+)
+
+// PackedA is a left operand packed for MulPacked: the m x k matrix op(A) cut into
+// blocks of kc steps of k and, inside a block, panels of 8 rows stored k-major
+// (panel element (p, r) at p*8+r), rows past m zero. It holds no reference to the
+// matrix it was packed from.
+type PackedA struct {
+	m, k, kc int
+	data     []float32
+}
+
+// Rows and Depth return the m and k of the packed matrix.
+func (pa *PackedA) Rows() int  { return pa.m }
+func (pa *PackedA) Depth() int { return pa.k }
+
+// PackASize is the number of floats PackAInto needs for an m x k matrix.
+func PackASize(m, k int) int { return roundUp(m, mr) * k }
+
+// PackA packs the m x k matrix op(A) (a is k x m when transA) into new memory.
+func PackA(transA bool, m, k int, a []float32, lda int) *PackedA {
+	pa := PackAInto(make([]float32, PackASize(m, k)), transA, m, k, a, lda)
+	return &pa
+}
+
+// PackAInto packs the m x k matrix op(A) into dst, which must hold PackASize(m, k)
+// floats, and returns the PackedA over dst. Repacking the same weights each batch into
+// the same dst allocates nothing.
+func PackAInto(dst []float32, transA bool, m, k int, a []float32, lda int) PackedA {
+	return packA(cur, dst, defaultKC, transA, m, k, a, lda)
+}
+
+func packA(im *impl, dst []float32, kc int, transA bool, m, k int, a []float32, lda int) PackedA {
+	if m < 0 || k < 0 {
+		panic(fmt.Sprintf("gemm: PackA of %d x %d", m, k))
+	}
+	if len(dst) < PackASize(m, k) {
+		panic(fmt.Sprintf("gemm: PackA buffer holds %d floats, %d x %d needs %d", len(dst), m, k, PackASize(m, k)))
+	}
+	rowsA, colsA := m, k
+	if transA {
+		rowsA, colsA = k, m
+	}
+	checkMatrix("a", a, rowsA, colsA, lda)
+	mp := roundUp(m, mr)
+	for k0 := 0; k0 < k; k0 += kc {
+		kb := min(kc, k-k0)
+		block := dst[k0*mp : k0*mp+kb*mp]
+		for i0 := 0; i0 < m; i0 += mr {
+			panel := block[i0*kb : (i0+mr)*kb]
+			rows := min(mr, m-i0)
+			switch {
+			case transA && rows == mr:
+				for p := 0; p < kb; p++ {
+					o := (k0+p)*lda + i0
+					*(*[mr]float32)(panel[p*mr:]) = [mr]float32(a[o : o+mr])
+				}
+			case transA:
+				for p := 0; p < kb; p++ {
+					d := panel[p*mr : p*mr+mr]
+					copy(d, a[(k0+p)*lda+i0:(k0+p)*lda+i0+rows])
+					clear(d[rows:])
+				}
+			default:
+				// Whole blocks of 16 steps go through the transpose kernel, the
+				// rest (and panels of fewer than 8 rows) element by element.
+				p0 := 0
+				if rows == mr {
+					p0 = kb / 16 * 16
+					im.transpose8(panel, mr, a[i0*lda+k0:], lda, kb/16)
+				}
+				for r := 0; r < rows; r++ {
+					src := a[(i0+r)*lda+k0 : (i0+r)*lda+k0+kb]
+					for p := p0; p < kb; p++ {
+						panel[p*mr+r] = src[p]
+					}
+				}
+				for r := rows; r < mr; r++ {
+					for p := 0; p < kb; p++ {
+						panel[p*mr+r] = 0
+					}
+				}
+			}
+		}
+	}
+	return PackedA{m: m, k: k, kc: kc, data: dst[:mp*k]}
+}
+
+// Epilogue is what MulPacked applies to each element of C after the product and the
+// beta term, in this order: Bias[i] is added to row i (nil adds nothing), then ReLU
+// clamps at zero (a NaN stays NaN).
+type Epilogue struct {
+	Bias []float32
+	ReLU bool
+}
+
+// PackBSize is the number of floats of scratch MulPacked and MulPackedFunc need for a
+// product with n columns and depth k.
+func PackBSize(n, k int) int { return min(k, defaultKC) * min(n, nr) }
+
+// MulPacked computes c = pa * op(B) + beta*c followed by ep, where pa is m x k, op(B)
+// is k x n (b is n x k when transB) and c is m x n; ldb and ldc are the row strides as
+// stored. scratch must hold PackBSize(n, k) floats when transB (it is unused
+// otherwise); a shorter one is replaced by an allocation. With beta 0, c is only
+// written, so it may hold anything, NaN included.
+func MulPacked(pa *PackedA, transB bool, n int, b []float32, ldb int, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
+	src := bSource{b: b, ldb: ldb, trans: transB}
+	if transB {
+		checkMatrix("b", b, n, pa.k, ldb)
+	} else {
+		checkMatrix("b", b, pa.k, n, ldb)
+	}
+	mulPacked(cur, pa, n, src, beta, c, ldc, ep, scratch)
+}
+
+// PackBFunc writes the block of op(B) with rows k0 <= p < k1 and columns j0 <= j < j1
+// into dst, densely and row-major: dst[(p-k0)*(j1-j0) + (j-j0)] = op(B)[p][j]. It is
+// called for column panels of at most 48 columns and row blocks of at most 256 rows,
+// with dst of exactly (k1-k0)*(j1-j0) floats.
+type PackBFunc func(dst []float32, k0, k1, j0, j1 int)
+
+// MulPackedFunc is MulPacked with op(B) supplied block by block by packB instead of
+// read from a matrix, so that B need never exist in full (an implicit im2col).
+// Blocks come in a fixed order, each column panel of a row block exactly once per
+// 8*mc rows of pa; scratch must hold PackBSize(n, pa.Depth()) floats.
+func MulPackedFunc(pa *PackedA, n int, packB PackBFunc, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
+	mulPacked(cur, pa, n, bSource{pack: packB}, beta, c, ldc, ep, scratch)
+}
+
+// bSource is the right operand of a product: a matrix read in place (not trans), a
+// matrix packed panel by panel (trans), or a packing function.
+type bSource struct {
+	b     []float32
+	ldb   int
+	trans bool
+	pack  PackBFunc
+}
+
+func mulPacked(im *impl, pa *PackedA, n int, src bSource, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
+	m, k, kc := pa.m, pa.k, pa.kc
+	if n < 0 {
+		panic(fmt.Sprintf("gemm: MulPacked with n = %d", n))
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	checkMatrix("c", c, m, n, ldc)
+	if ep.Bias != nil && len(ep.Bias) < m {
+		panic(fmt.Sprintf("gemm: bias has %d values for %d rows", len(ep.Bias), m))
+	}
+	if k == 0 {
+		scaleEpilogue(m, n, beta, c, ldc, ep)
+		return
+	}
+	needB := src.trans || src.pack != nil
+	if needB && len(scratch) < PackBSize(n, k) {
+		scratch = make([]float32, PackBSize(n, k))
+	}
+	mp := roundUp(m, mr)
+	mc := max(mr, mcFloats/kc/mr*mr)
+	for k0 := 0; k0 < k; k0 += kc {
+		kb := min(kc, k-k0)
+		block := pa.data[k0*mp : k0*mp+kb*mp]
+		flags, bt := flagLoadC, float32(1)
+		if k0 == 0 {
+			bt = beta
+			if beta == 0 {
+				flags = 0
+			}
+		}
+		if k0+kb == k {
+			if ep.Bias != nil {
+				flags |= flagBias
+			}
+			if ep.ReLU {
+				flags |= flagReLU
+			}
+		}
+		for ic := 0; ic < m; ic += mc {
+			ie := min(m, ic+mc)
+			for j0 := 0; j0 < n; j0 += nr {
+				cols := min(nr, n-j0)
+				nv := (cols + 15) / 16
+				var bp []float32
+				bstride := cols
+				switch {
+				case src.pack != nil:
+					bp = scratch[:kb*cols]
+					src.pack(bp, k0, k0+kb, j0, j0+cols)
+				case src.trans:
+					bp = scratch[:kb*cols]
+					packBT(im, bp, src.b, src.ldb, k0, kb, j0, cols)
+				default:
+					bp = src.b[k0*src.ldb+j0:]
+					bstride = src.ldb
+				}
+				for i0 := ic; i0 < ie; i0 += mr {
+					var bias []float32
+					if flags&flagBias != 0 {
+						bias = ep.Bias[i0:]
+					}
+					im.micro(nv, kb, block[i0*kb:], bp, bstride, c[i0*ldc+j0:], ldc, min(mr, m-i0), cols, flags, bt, bias)
+				}
+			}
+		}
+	}
+}
+
+// packBT writes columns j0..j0+cols of rows k0..k0+kb of op(B) = B^T (b is n x k,
+// row stride ldb) into dst densely, kb rows of cols floats: groups of 8 columns and
+// 16 rows through the transpose kernel, the rest element by element.
+func packBT(im *impl, dst, b []float32, ldb, k0, kb, j0, cols int) {
+	p0 := kb / 16 * 16
+	jj := 0
+	for ; jj+8 <= cols; jj += 8 {
+		im.transpose8(dst[jj:], cols, b[(j0+jj)*ldb+k0:], ldb, kb/16)
+	}
+	for j := 0; j < cols; j++ {
+		from := p0
+		if j >= jj {
+			from = 0
+		}
+		src := b[(j0+j)*ldb+k0 : (j0+j)*ldb+k0+kb]
+		for p := from; p < kb; p++ {
+			dst[p*cols+j] = src[p]
+		}
+	}
+}
+
+// scaleEpilogue is the whole product when k = 0: c = beta*c, then the epilogue.
+func scaleEpilogue(m, n int, beta float32, c []float32, ldc int, ep Epilogue) {
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		for j, v := range row {
+			if beta == 0 {
+				v = 0
+			} else {
+				v *= beta
+			}
+			if ep.Bias != nil {
+				v += ep.Bias[i]
+			}
+			if ep.ReLU && v < 0 {
+				v = 0
+			}
+			row[j] = v
+		}
+	}
+}
+
+// MatMulAsm is MatMul (same arguments, same result up to rounding) computed by the
+// packed GEMM of this package instead of the BLAS: A is packed for the call, so
+// callers that reuse A should use PackA and MulPacked. It is safe for concurrent use.
+func MatMulAsm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	matMulKernel(cur, defaultKC, transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+}
+
+// scratchPool recycles MatMulAsm's packing buffers.
+var scratchPool = sync.Pool{New: func() any { return new([]float32) }}
+
+func matMulKernel(im *impl, kc int, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	bufp := scratchPool.Get().(*[]float32)
+	defer scratchPool.Put(bufp)
+	sa, sb := PackASize(m, k), min(k, kc)*min(n, nr)
+	if len(*bufp) < sa+sb {
+		*bufp = make([]float32, sa+sb)
+	}
+	buf := *bufp
+	pa := packA(im, buf[:sa], kc, transA, m, k, a, lda)
+	if transB {
+		checkMatrix("b", b, n, k, ldb)
+	} else {
+		checkMatrix("b", b, k, n, ldb)
+	}
+	mulPacked(im, &pa, n, bSource{b: b, ldb: ldb, trans: transB}, beta, c, ldc, Epilogue{}, buf[sa:])
+}
+
+// checkMatrix panics unless s can hold a rows x cols row-major matrix with row stride
+// ld, the way the BLAS checks its arguments.
+func checkMatrix(name string, s []float32, rows, cols, ld int) {
+	if rows < 0 || cols < 0 {
+		panic(fmt.Sprintf("gemm: %s is %d x %d", name, rows, cols))
+	}
+	if ld < max(1, cols) {
+		panic(fmt.Sprintf("gemm: %s has stride %d for %d columns", name, ld, cols))
+	}
+	if rows > 0 && cols > 0 && len(s) < (rows-1)*ld+cols {
+		panic(fmt.Sprintf("gemm: %s has %d floats, %d x %d with stride %d needs %d", name, len(s), rows, cols, ld, (rows-1)*ld+cols))
+	}
+}
+
+func roundUp(x, to int) int { return (x + to - 1) / to * to }
