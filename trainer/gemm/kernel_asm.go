@@ -13,7 +13,7 @@ func init() {
 
 // kernAsm is the microKernel over the assembly kernels. The caller guarantees that
 // the slices cover what the tile reads and writes.
-func kernAsm(nv, k int, a, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {
+func kernAsm(nv, k int, a []float32, arow, astep int, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {
 	mask := uint16(0xffff)
 	if r := cols - 16*(nv-1); r < 16 {
 		mask = uint16(1)<<r - 1
@@ -25,20 +25,20 @@ func kernAsm(nv, k int, a, b []float32, bstride int, c []float32, ldc, rows, col
 	ap, bb, cp := &a[0], &b[0], &c[0]
 	switch nv {
 	case 3:
-		kern.AVX512x8x48(k, ap, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
+		kern.AVX512x8x48(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
 	case 2:
-		kern.AVX512x8x32(k, ap, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
+		kern.AVX512x8x32(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
 	default:
-		kern.AVX512x8x16(k, ap, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
+		kern.AVX512x8x16(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
 	}
 }
 
 // transpose8Asm is kern.Transpose8 with the bounds checks the assembly leaves out.
-func transpose8Asm(dst []float32, ldd int, src []float32, lds, blocks int) {
-	if blocks == 0 {
+func transpose8Asm(dst []float32, ldd int, src []float32, lds, cols int) {
+	if cols == 0 {
 		return
 	}
-	_ = src[7*lds+16*blocks-1]
-	_ = dst[(16*blocks-1)*ldd+7]
-	kern.Transpose8(&src[0], lds, &dst[0], ldd, blocks)
+	_ = src[7*lds+cols-1]
+	_ = dst[(cols-1)*ldd+7]
+	kern.Transpose8(&src[0], lds, &dst[0], ldd, cols)
 }

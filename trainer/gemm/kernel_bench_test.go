@@ -15,7 +15,7 @@ func BenchmarkKernel(b *testing.B) {
 			c := make([]float32, mr*16*nv)
 			b.Run(fmt.Sprintf("%s/8x%d/k=%d", Kernel(), 16*nv, k), func(b *testing.B) {
 				for b.Loop() {
-					cur.micro(nv, k, a, bb, 16*nv, c, 16*nv, mr, 16*nv, flagLoadC, 1, nil)
+					cur.micro(nv, k, a, 1, mr, bb, 16*nv, c, 16*nv, mr, 16*nv, flagLoadC, 1, nil)
 				}
 				b.ReportMetric(2*float64(k*mr*16*nv)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})

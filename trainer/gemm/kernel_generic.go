@@ -17,17 +17,18 @@ const (
 )
 
 // microKernel computes one C tile of rows x cols (rows <= mr, 16*(nv-1) < cols <= 16*nv)
-// from a packed A micro-panel a (k steps of mr floats) and B rows b (k rows, bstride
-// floats apart, cols used), and applies flags. Only the rows x cols elements of c
-// (ldc apart) are written; b is read only within cols of each row.
-type microKernel func(nv, k int, a, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32)
+// from an A micro-panel a (element (r, p) at r*arow+p*astep; all mr rows are read by
+// the assembly, so they must exist) and B rows b (k rows, bstride floats apart, cols
+// used), and applies flags. Only the rows x cols elements of c (ldc
+// apart) are written; b is read only within cols of each row.
+type microKernel func(nv, k int, a []float32, arow, astep int, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32)
 
 // impl is a set of kernels: the micro-kernel and the transpose the packers use.
 type impl struct {
 	name  string
 	micro microKernel
-	// transpose8 writes dst[q*ldd+r] = src[r*lds+q] for r < 8, q < 16*blocks.
-	transpose8 func(dst []float32, ldd int, src []float32, lds, blocks int)
+	// transpose8 writes dst[q*ldd+r] = src[r*lds+q] for r < 8, q < cols.
+	transpose8 func(dst []float32, ldd int, src []float32, lds, cols int)
 }
 
 // generic is the pure-Go implementation; cur is the one in use, chosen at start-up.
@@ -43,13 +44,12 @@ func Kernel() string { return cur.name }
 // kernGeneric is the pure-Go microKernel. Its sums run in the same order as the
 // assembly kernels' (k ascending, one accumulator per element), but Go may or may not
 // fuse the multiply-add, so its results can differ from theirs in the last bit.
-func kernGeneric(nv, k int, a, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {
+func kernGeneric(nv, k int, a []float32, arow, astep int, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {
 	var acc [mr * nr]float32
 	for p := 0; p < k; p++ {
-		ap := a[p*mr : p*mr+mr]
 		bp := b[p*bstride : p*bstride+cols]
 		for r := 0; r < rows; r++ {
-			av := ap[r]
+			av := a[r*arow+p*astep]
 			ar := acc[r*nr : r*nr+cols]
 			for j, bv := range bp {
 				ar[j] += av * bv
@@ -75,9 +75,9 @@ func kernGeneric(nv, k int, a, b []float32, bstride int, c []float32, ldc, rows,
 	}
 }
 
-func transpose8Go(dst []float32, ldd int, src []float32, lds, blocks int) {
+func transpose8Go(dst []float32, ldd int, src []float32, lds, cols int) {
 	for r := 0; r < 8; r++ {
-		for q, v := range src[r*lds : r*lds+16*blocks] {
+		for q, v := range src[r*lds : r*lds+cols] {
 			dst[q*ldd+r] = v
 		}
 	}

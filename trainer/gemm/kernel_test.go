@@ -37,7 +37,7 @@ func TestMicroKernel(t *testing.T) {
 }
 
 func checkTile(t *testing.T, im *impl, rows, cols, k int, flags uint32) {
-	const bstride, ldc = 53, 50
+	const arow, astep, bstride, ldc = 3, 29, 53, 50
 	rng := rand.New(rand.NewPCG(uint64(rows), uint64(cols*8)+uint64(flags)))
 	rnd := func(n int) []float32 {
 		s := make([]float32, n)
@@ -48,12 +48,12 @@ func checkTile(t *testing.T, im *impl, rows, cols, k int, flags uint32) {
 	}
 	// Rows of the A panel past rows are padding; fill them anyway to show they do
 	// not leak into the stored rows.
-	a, b, bias := rnd(k*mr), rnd((k-1)*bstride+cols), rnd(mr)
+	a, b, bias := rnd(7*arow+(k-1)*astep+1), rnd((k-1)*bstride+cols), rnd(mr)
 	c0 := rnd(mr * ldc)
 	c := append([]float32(nil), c0...)
 	beta := float32(0.5)
 	nv := (cols + 15) / 16
-	im.micro(nv, k, a, b, bstride, c, ldc, rows, cols, flags, beta, bias)
+	im.micro(nv, k, a, arow, astep, b, bstride, c, ldc, rows, cols, flags, beta, bias)
 	for r := 0; r < mr; r++ {
 		for j := 0; j < ldc; j++ {
 			got := c[r*ldc+j]
@@ -65,8 +65,8 @@ func checkTile(t *testing.T, im *impl, rows, cols, k int, flags uint32) {
 			}
 			var s, mag float64
 			for p := 0; p < k; p++ {
-				s += float64(a[p*mr+r]) * float64(b[p*bstride+j])
-				mag += math.Abs(float64(a[p*mr+r]) * float64(b[p*bstride+j]))
+				s += float64(a[r*arow+p*astep]) * float64(b[p*bstride+j])
+				mag += math.Abs(float64(a[r*arow+p*astep]) * float64(b[p*bstride+j]))
 			}
 			if flags&flagLoadC != 0 {
 				s += float64(beta) * float64(c0[r*ldc+j])
@@ -95,7 +95,7 @@ func TestReLUKeepsNaN(t *testing.T) {
 		b := []float32{float32(math.NaN()), -1, 1}
 		a[0] = 1
 		c := make([]float32, 3)
-		im.micro(1, 1, a, b, 3, c, 3, 1, 3, flagReLU, 0, nil)
+		im.micro(1, 1, a, 1, mr, b, 3, c, 3, 1, 3, flagReLU, 0, nil)
 		if !math.IsNaN(float64(c[0])) || c[1] != 0 || c[2] != 1 {
 			t.Errorf("%s: relu of [NaN -1 1] = %v", im.name, c)
 		}

@@ -19,8 +19,10 @@ import (
 // tests lower it through the unexported functions.
 const (
 	defaultKC = 256
-	mcFloats  = 128 << 10 // floats of packed A per mc block: 512 KiB, half of L2
 )
+
+// mcFloats is the floats of packed A per mc block: 512 KiB, half of L2.
+var mcFloats = 128 << 10
 
 // PackedA is a left operand packed for MulPacked: the m x k matrix op(A) cut into
 // blocks of kc steps of k and, inside a block, panels of 8 rows stored k-major
@@ -29,6 +31,26 @@ const (
 type PackedA struct {
 	m, k, kc int
 	data     []float32
+	// direct, when not nil, is A read in place by the micro-kernel (A^T when trans,
+	// row stride lda); then data holds only the last panel when m%8 != 0, packed.
+	direct []float32
+	lda    int
+	trans  bool
+}
+
+// panel returns the micro-panel of rows i0..i0+8 for the k block starting at k0 (kb
+// steps deep, mp = m rounded up to 8) and the strides of its rows and k steps.
+func (pa *PackedA) panel(k0, kb, mp, i0 int) (a []float32, arow, astep int) {
+	switch {
+	case pa.direct == nil:
+		return pa.data[k0*mp+i0*kb:], 1, mr
+	case i0+mr > pa.m:
+		return pa.data[k0*mr:], 1, mr
+	case pa.trans:
+		return pa.direct[k0*pa.lda+i0:], 1, pa.lda
+	default:
+		return pa.direct[i0*pa.lda+k0:], pa.lda, 1
+	}
 }
 
 // Rows and Depth return the m and k of the packed matrix.
@@ -79,21 +101,21 @@ func packA(im *impl, dst []float32, kc int, transA bool, m, k int, a []float32, 
 			case transA:
 				for p := 0; p < kb; p++ {
 					d := panel[p*mr : p*mr+mr]
-					copy(d, a[(k0+p)*lda+i0:(k0+p)*lda+i0+rows])
-					clear(d[rows:])
+					src := a[(k0+p)*lda+i0 : (k0+p)*lda+i0+rows]
+					for r := range d {
+						d[r] = 0
+						if r < len(src) {
+							d[r] = src[r]
+						}
+					}
 				}
+			case rows == mr:
+				im.transpose8(panel, mr, a[i0*lda+k0:], lda, kb)
 			default:
-				// Whole blocks of 16 steps go through the transpose kernel, the
-				// rest (and panels of fewer than 8 rows) element by element.
-				p0 := 0
-				if rows == mr {
-					p0 = kb / 16 * 16
-					im.transpose8(panel, mr, a[i0*lda+k0:], lda, kb/16)
-				}
 				for r := 0; r < rows; r++ {
 					src := a[(i0+r)*lda+k0 : (i0+r)*lda+k0+kb]
-					for p := p0; p < kb; p++ {
-						panel[p*mr+r] = src[p]
+					for p, v := range src {
+						panel[p*mr+r] = v
 					}
 				}
 				for r := rows; r < mr; r++ {
@@ -181,7 +203,6 @@ func mulPacked(im *impl, pa *PackedA, n int, src bSource, beta float32, c []floa
 	mc := max(mr, mcFloats/kc/mr*mr)
 	for k0 := 0; k0 < k; k0 += kc {
 		kb := min(kc, k-k0)
-		block := pa.data[k0*mp : k0*mp+kb*mp]
 		flags, bt := flagLoadC, float32(1)
 		if k0 == 0 {
 			bt = beta
@@ -199,8 +220,8 @@ func mulPacked(im *impl, pa *PackedA, n int, src bSource, beta float32, c []floa
 		}
 		for ic := 0; ic < m; ic += mc {
 			ie := min(m, ic+mc)
-			for j0 := 0; j0 < n; j0 += nr {
-				cols := min(nr, n-j0)
+			for j0, cols := 0, 0; j0 < n; j0 += cols {
+				cols = panelWidth(n - j0)
 				nv := (cols + 15) / 16
 				var bp []float32
 				bstride := cols
@@ -220,30 +241,36 @@ func mulPacked(im *impl, pa *PackedA, n int, src bSource, beta float32, c []floa
 					if flags&flagBias != 0 {
 						bias = ep.Bias[i0:]
 					}
-					im.micro(nv, kb, block[i0*kb:], bp, bstride, c[i0*ldc+j0:], ldc, min(mr, m-i0), cols, flags, bt, bias)
+					ap, arow, astep := pa.panel(k0, kb, mp, i0)
+					im.micro(nv, kb, ap, arow, astep, bp, bstride, c[i0*ldc+j0:], ldc, min(mr, m-i0), cols, flags, bt, bias)
 				}
 			}
 		}
 	}
 }
 
+// panelWidth is the width of the next column panel when rem columns are left: nr,
+// except that 32 + up to 32 columns beat 48 + up to 16, as the 16-wide kernel runs at
+// two thirds of the others' speed.
+func panelWidth(rem int) int {
+	if rem > nr && rem <= nr+16 {
+		return 32
+	}
+	return min(nr, rem)
+}
+
 // packBT writes columns j0..j0+cols of rows k0..k0+kb of op(B) = B^T (b is n x k,
-// row stride ldb) into dst densely, kb rows of cols floats: groups of 8 columns and
-// 16 rows through the transpose kernel, the rest element by element.
+// row stride ldb) into dst densely, kb rows of cols floats: groups of 8 columns
+// through the transpose kernel, the rest element by element.
 func packBT(im *impl, dst, b []float32, ldb, k0, kb, j0, cols int) {
-	p0 := kb / 16 * 16
 	jj := 0
 	for ; jj+8 <= cols; jj += 8 {
-		im.transpose8(dst[jj:], cols, b[(j0+jj)*ldb+k0:], ldb, kb/16)
+		im.transpose8(dst[jj:], cols, b[(j0+jj)*ldb+k0:], ldb, kb)
 	}
-	for j := 0; j < cols; j++ {
-		from := p0
-		if j >= jj {
-			from = 0
-		}
-		src := b[(j0+j)*ldb+k0 : (j0+j)*ldb+k0+kb]
-		for p := from; p < kb; p++ {
-			dst[p*cols+j] = src[p]
+	for ; jj < cols; jj++ {
+		src := b[(j0+jj)*ldb+k0 : (j0+jj)*ldb+k0+kb]
+		for p, v := range src {
+			dst[p*cols+jj] = v
 		}
 	}
 }
@@ -273,24 +300,49 @@ func scaleEpilogue(m, n int, beta float32, c []float32, ldc int, ep Epilogue) {
 // packed GEMM of this package instead of the BLAS: A is packed for the call, so
 // callers that reuse A should use PackA and MulPacked. It is safe for concurrent use.
 func MatMulAsm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	matMulKernel(cur, defaultKC, transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+	matMulKernel(cur, defaultKC, true, transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
 }
 
 // scratchPool recycles MatMulAsm's packing buffers.
 var scratchPool = sync.Pool{New: func() any { return new([]float32) }}
 
-func matMulKernel(im *impl, kc int, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// matMulKernel is MatMulAsm with the kernels, the block depth and whether A is read
+// in place (direct) or packed chosen by the caller.
+func matMulKernel(im *impl, kc int, direct, transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
+	// The kernel reads A in place, by rows or by columns, as fast as packed or
+	// faster (measured on the engine's shapes), so MatMulAsm packs only a last
+	// partial panel: the kernel reads 8 rows whatever m is.
 	bufp := scratchPool.Get().(*[]float32)
 	defer scratchPool.Put(bufp)
 	sa, sb := PackASize(m, k), min(k, kc)*min(n, nr)
+	if direct {
+		sa = mr * k
+	}
 	if len(*bufp) < sa+sb {
 		*bufp = make([]float32, sa+sb)
 	}
 	buf := *bufp
-	pa := packA(im, buf[:sa], kc, transA, m, k, a, lda)
+	var pa PackedA
+	if direct {
+		e := m / mr * mr
+		pa = PackedA{m: m, k: k, kc: kc, direct: a, lda: lda, trans: transA}
+		if transA {
+			checkMatrix("a", a, k, m, lda)
+			if e < m {
+				pa.data = packA(im, buf[:sa], kc, true, m-e, k, a[e:], lda).data
+			}
+		} else {
+			checkMatrix("a", a, m, k, lda)
+			if e < m {
+				pa.data = packA(im, buf[:sa], kc, false, m-e, k, a[e*lda:], lda).data
+			}
+		}
+	} else {
+		pa = packA(im, buf[:sa], kc, transA, m, k, a, lda)
+	}
 	if transB {
 		checkMatrix("b", b, n, k, ldb)
 	} else {

@@ -118,15 +118,17 @@ func TestMatMulAsm(t *testing.T) {
 		for _, kk := range kernels() {
 			for _, tc := range cases {
 				for _, tr := range [][2]bool{{false, false}, {false, true}, {true, false}, {true, true}} {
-					name := fmt.Sprintf("%s/kc=%d/%s/%v%v", kk.name, kc, tc.name, tr[0], tr[1])
-					t.Run(name, func(t *testing.T) {
-						t.Parallel()
-						rng := rand.New(rand.NewPCG(uint64(tc.m), uint64(tc.n*1000+tc.k)))
-						p := newProblem(rng, tr[0], tr[1], tc.m, tc.n, tc.k, tc.pad, tc.beta)
-						got := append([]float32(nil), p.c...)
-						matMulKernel(kk, kc, p.transA, p.transB, p.m, p.n, p.k, p.a, p.lda, p.b, p.ldb, p.beta, got, p.ldc)
-						p.check(t, got)
-					})
+					for _, direct := range []bool{true, false} {
+						name := fmt.Sprintf("%s/kc=%d/direct=%v/%s/%v%v", kk.name, kc, direct, tc.name, tr[0], tr[1])
+						t.Run(name, func(t *testing.T) {
+							t.Parallel()
+							rng := rand.New(rand.NewPCG(uint64(tc.m), uint64(tc.n*1000+tc.k)))
+							p := newProblem(rng, tr[0], tr[1], tc.m, tc.n, tc.k, tc.pad, tc.beta)
+							got := append([]float32(nil), p.c...)
+							matMulKernel(kk, kc, direct, p.transA, p.transB, p.m, p.n, p.k, p.a, p.lda, p.b, p.ldb, p.beta, got, p.ldc)
+							p.check(t, got)
+						})
+					}
 				}
 			}
 		}
@@ -159,7 +161,7 @@ func TestBetaZeroIgnoresC(t *testing.T) {
 				got[i] = float32(math.NaN())
 				p.c[i] = 0
 			}
-			matMulKernel(kk, 128, false, false, p.m, p.n, p.k, p.a, p.lda, p.b, p.ldb, 0, got, p.ldc)
+			matMulKernel(kk, 128, true, false, false, p.m, p.n, p.k, p.a, p.lda, p.b, p.ldb, 0, got, p.ldc)
 			p.check(t, got)
 		}
 	}
@@ -262,7 +264,7 @@ func TestMatMulAsmRandom(t *testing.T) {
 		p := newProblem(rng, ta, tb, m, n, k, rng.IntN(4), beta)
 		for _, kk := range kernels() {
 			got := append([]float32(nil), p.c...)
-			matMulKernel(kk, kc, ta, tb, m, n, k, p.a, p.lda, p.b, p.ldb, beta, got, p.ldc)
+			matMulKernel(kk, kc, rng.IntN(2) == 0, ta, tb, m, n, k, p.a, p.lda, p.b, p.ldb, beta, got, p.ldc)
 			t.Run(fmt.Sprintf("%d-%s", i, kk.name), func(t *testing.T) { p.check(t, got) })
 		}
 	}
@@ -327,29 +329,30 @@ func TestBadArguments(t *testing.T) {
 }
 
 // TestTranspose8 checks each implementation's transpose against its definition,
-// with strides wider than the block on both sides.
+// with strides wider than the block on both sides, and that the row after the last
+// is not written.
 func TestTranspose8(t *testing.T) {
 	t.Parallel()
 	for _, im := range kernels() {
-		for _, blocks := range []int{0, 1, 3} {
-			lds, ldd := 16*blocks+5, 11
+		for _, cols := range []int{0, 1, 7, 15, 16, 17, 40, 48} {
+			lds, ldd := cols+5, 11
 			src := make([]float32, 8*lds)
 			for i := range src {
 				src[i] = float32(i)
 			}
-			dst := make([]float32, max(1, 16*blocks)*ldd)
+			dst := make([]float32, max(1, cols)*ldd+ldd)
 			for i := range dst {
 				dst[i] = -1
 			}
-			im.transpose8(dst, ldd, src, lds, blocks)
-			for q := 0; q < 16*blocks; q++ {
+			im.transpose8(dst, ldd, src, lds, cols)
+			for q := 0; q <= cols; q++ {
 				for r := 0; r < ldd; r++ {
 					want := float32(-1)
-					if r < 8 {
+					if r < 8 && q < cols {
 						want = src[r*lds+q]
 					}
 					if dst[q*ldd+r] != want {
-						t.Fatalf("%s, %d blocks: dst[%d][%d] = %g, want %g", im.name, blocks, q, r, dst[q*ldd+r], want)
+						t.Fatalf("%s, %d columns: dst[%d][%d] = %g, want %g", im.name, cols, q, r, dst[q*ldd+r], want)
 					}
 				}
 			}

@@ -21,13 +21,17 @@ var widths = []int{1, 2, 3}
 
 // Registers of the kernels (ABI0, arguments on the stack).
 const (
-	regA     = "AX" // packed A micro-panel, mr floats per k step
-	regB     = "BX" // B rows, 16*nv floats used per k step
-	regK     = "CX" // k steps left
-	regBStr  = "DX" // bytes from one B row to the next
-	regC     = "DI" // C tile, row-major
-	regLdc   = "SI" // bytes from one C row to the next
-	regRows  = "R8" // rows of the tile to store
+	regA     = "AX"  // A micro-panel: row 0 of the current k step
+	regA4    = "R14" // row 4 of the current k step
+	regAStr  = "R11" // bytes from one k step of A to the next
+	regARow  = "R12" // bytes from one row of A to the next
+	regARow3 = "R13" // three times that
+	regB     = "BX"  // B rows, 16*nv floats used per k step
+	regK     = "CX"  // k steps left
+	regBStr  = "DX"  // bytes from one B row to the next
+	regC     = "DI"  // C tile, row-major
+	regLdc   = "SI"  // bytes from one C row to the next
+	regRows  = "R8"  // rows of the tile to store
 	regFlags = "R9"
 	regBias  = "R10"
 )
@@ -50,7 +54,7 @@ func acc(r, v, nv int) string { return fmt.Sprintf("Z%d", r*nv+v) }
 // A value and nv FMAs.
 func (g *gen) step(nv, u int) {
 	if u > 0 {
-		g.f("\tADDQ %s, %s", regBStr, regB)
+		g.advance()
 	}
 	for v := 0; v < nv; v++ {
 		if v == nv-1 {
@@ -59,32 +63,59 @@ func (g *gen) step(nv, u int) {
 			g.f("\tVMOVUPS %d(%s), Z%d", 64*v, regB, 24+v)
 		}
 	}
+	rowAddr := []string{
+		"(" + regA + ")", "(" + regA + ")(" + regARow + "*1)", "(" + regA + ")(" + regARow + "*2)", "(" + regA + ")(" + regARow3 + "*1)",
+		"(" + regA4 + ")", "(" + regA4 + ")(" + regARow + "*1)", "(" + regA4 + ")(" + regARow + "*2)", "(" + regA4 + ")(" + regARow3 + "*1)",
+	}
 	for r := 0; r < mr; r++ {
 		bc := 28 + r%2
-		g.f("\tVBROADCASTSS %d(%s), Z%d", 4*(u*mr+r), regA, bc)
+		g.f("\tVBROADCASTSS %s, Z%d", rowAddr[r], bc)
 		for v := 0; v < nv; v++ {
 			g.f("\tVFMADD231PS Z%d, Z%d, %s", 24+v, bc, acc(r, v, nv))
 		}
 	}
 }
 
+// advance moves A and B on by one k step.
+func (g *gen) advance() {
+	g.f("\tADDQ %s, %s", regBStr, regB)
+	g.f("\tADDQ %s, %s", regAStr, regA)
+	g.f("\tADDQ %s, %s", regAStr, regA4)
+}
+
 func (g *gen) kernel(nv int) {
 	name := fmt.Sprintf("AVX512x%dx%d", mr, 16*nv)
 	const unroll = 4
-	g.f("// func %s(k int, a, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)", name)
-	g.f("TEXT ·%s(SB), NOSPLIT, $0-80", name)
+	g.f("// func %s(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)", name)
+	g.f("TEXT ·%s(SB), NOSPLIT, $0-96", name)
 	g.f("\tMOVQ k+0(FP), %s", regK)
-	g.f("\tMOVQ a+8(FP), %s", regA)
-	g.f("\tMOVQ b+16(FP), %s", regB)
-	g.f("\tMOVQ bstride+24(FP), %s", regBStr)
+	g.f("\tMOVQ b+32(FP), %s", regB)
+	g.f("\tMOVQ bstride+40(FP), %s", regBStr)
 	g.f("\tSHLQ $2, %s", regBStr)
-	g.f("\tMOVQ c+32(FP), %s", regC)
-	g.f("\tMOVQ ldc+40(FP), %s", regLdc)
+	g.f("\tMOVQ c+48(FP), %s", regC)
+	g.f("\tMOVQ ldc+56(FP), %s", regLdc)
 	g.f("\tSHLQ $2, %s", regLdc)
-	g.f("\tMOVQ rows+48(FP), %s", regRows)
-	g.f("\tKMOVW mask+56(FP), K1")
-	g.f("\tMOVL flags+60(FP), %s", regFlags)
-	g.f("\tMOVQ bias+72(FP), %s", regBias)
+	g.f("\tMOVQ rows+64(FP), %s", regRows)
+	g.f("\tKMOVW mask+72(FP), K1")
+	g.f("\tMOVL flags+76(FP), %s", regFlags)
+	g.f("\tMOVQ bias+88(FP), %s", regBias)
+	// Fetch the C tile while the k loop runs; prefetches never fault, so rows past
+	// the tile's cost nothing but a slot.
+	g.f("\tMOVQ %s, R12", regC)
+	for r := 0; r < mr; r++ {
+		for off := 0; off < 64*nv; off += 64 {
+			g.f("\tPREFETCHT0 %d(R12)", off)
+		}
+		g.f("\tPREFETCHT0 %d(R12)", 64*nv-1)
+		g.f("\tADDQ %s, R12", regLdc)
+	}
+	g.f("\tMOVQ a+8(FP), %s", regA)
+	g.f("\tMOVQ arow+16(FP), %s", regARow)
+	g.f("\tSHLQ $2, %s", regARow)
+	g.f("\tLEAQ (%s)(%s*2), %s", regARow, regARow, regARow3)
+	g.f("\tLEAQ (%s)(%s*4), %s", regA, regARow, regA4)
+	g.f("\tMOVQ astep+24(FP), %s", regAStr)
+	g.f("\tSHLQ $2, %s", regAStr)
 	for r := 0; r < mr; r++ {
 		for v := 0; v < nv; v++ {
 			g.f("\tVPXORD %s, %s, %s", acc(r, v, nv), acc(r, v, nv), acc(r, v, nv))
@@ -96,8 +127,7 @@ func (g *gen) kernel(nv int) {
 	for u := 0; u < unroll; u++ {
 		g.step(nv, u)
 	}
-	g.f("\tADDQ %s, %s", regBStr, regB)
-	g.f("\tADDQ $%d, %s", 4*mr*unroll, regA)
+	g.advance()
 	g.f("\tSUBQ $%d, %s", unroll, regK)
 	g.f("\tCMPQ %s, $%d", regK, unroll)
 	g.f("\tJGE loop%d", nv)
@@ -105,14 +135,13 @@ func (g *gen) kernel(nv int) {
 	g.f("\tTESTQ %s, %s", regK, regK)
 	g.f("\tJEQ store%d", nv)
 	g.step(nv, 0)
-	g.f("\tADDQ %s, %s", regBStr, regB)
-	g.f("\tADDQ $%d, %s", 4*mr, regA)
+	g.advance()
 	g.f("\tDECQ %s", regK)
 	g.f("\tJMP tail%d", nv)
 
 	// Epilogue, row by row: rows past `rows` belong to the zero padding of A.
 	g.f("store%d:", nv)
-	g.f("\tVBROADCASTSS beta+64(FP), Z29")
+	g.f("\tVBROADCASTSS beta+80(FP), Z29")
 	g.f("\tVPXORD Z30, Z30, Z30")
 	for r := 0; r < mr; r++ {
 		l := fmt.Sprintf("%d_%d", nv, r)
@@ -165,7 +194,8 @@ func (g *gen) kernel(nv int) {
 // transpose emits Transpose8: for each block of 16 columns, 8 rows are loaded, put
 // through two rounds of unpacks (which leave, in each 128-bit lane, 4 rows of one
 // column) and one round of two-table permutes (which pair rows 0-3 and 4-7 of a
-// column in each 256-bit half), and stored as 16 rows of 8 floats.
+// column in each 256-bit half), and stored as 16 rows of 8 floats. A last block of
+// fewer than 16 columns is loaded under mask and only its rows are stored.
 func (g *gen) transpose() {
 	g.f("// permLo and permHi pick 128-bit lanes 0,1 and 2,3 of two tables, interleaved.")
 	for i, idx := range [][]int{{0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23}, {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31}} {
@@ -176,7 +206,7 @@ func (g *gen) transpose() {
 		g.f("GLOBL %s<>(SB), RODATA|NOPTR, $64", name)
 	}
 	g.f("")
-	g.f("// func Transpose8(src *float32, lds int, dst *float32, ldd int, blocks int)")
+	g.f("// func Transpose8(src *float32, lds int, dst *float32, ldd int, cols int)")
 	g.f("TEXT ·Transpose8(SB), NOSPLIT, $0-40")
 	g.f("\tMOVQ src+0(FP), SI")
 	g.f("\tMOVQ lds+8(FP), DX")
@@ -184,7 +214,7 @@ func (g *gen) transpose() {
 	g.f("\tMOVQ dst+16(FP), DI")
 	g.f("\tMOVQ ldd+24(FP), R8")
 	g.f("\tSHLQ $2, R8")
-	g.f("\tMOVQ blocks+32(FP), CX")
+	g.f("\tMOVQ cols+32(FP), CX")
 	g.f("\tLEAQ (DX)(DX*2), R9")  // 3*lds
 	g.f("\tLEAQ (SI)(DX*4), R10") // row 4
 	g.f("\tLEAQ (R8)(R8*2), R12") // 3*ldd
@@ -192,11 +222,39 @@ func (g *gen) transpose() {
 	g.f("\tSHLQ $4, AX") // 16*ldd: one block of output rows
 	g.f("\tVMOVUPS permLo<>(SB), Z30")
 	g.f("\tVMOVUPS permHi<>(SB), Z31")
+	g.f("\tCMPQ CX, $16")
+	g.f("\tJLT ttail")
+	g.f("tloop:")
+	g.transposeBlock(false)
+	g.f("\tADDQ $64, SI")
+	g.f("\tADDQ $64, R10")
+	g.f("\tADDQ AX, DI")
+	g.f("\tSUBQ $16, CX")
+	g.f("\tCMPQ CX, $16")
+	g.f("\tJGE tloop")
+	g.f("ttail:")
 	g.f("\tTESTQ CX, CX")
 	g.f("\tJEQ tdone")
-	g.f("tloop:")
+	g.f("\tMOVL $1, BX")
+	g.f("\tSHLL CX, BX")
+	g.f("\tDECL BX")
+	g.f("\tKMOVW BX, K1")
+	g.transposeBlock(true)
+	g.f("tdone:")
+	g.f("\tVZEROUPPER")
+	g.f("\tRET")
+	g.f("")
+}
+
+// transposeBlock emits one 8 x 16 transpose from SI/R10 to DI; masked loads under K1
+// and stores only rows p < CX.
+func (g *gen) transposeBlock(masked bool) {
 	for r, addr := range []string{"(SI)", "(SI)(DX*1)", "(SI)(DX*2)", "(SI)(R9*1)", "(R10)", "(R10)(DX*1)", "(R10)(DX*2)", "(R10)(R9*1)"} {
-		g.f("\tVMOVUPS %s, Z%d", addr, r)
+		if masked {
+			g.f("\tVMOVUPS.Z %s, K1, Z%d", addr, r)
+		} else {
+			g.f("\tVMOVUPS %s, Z%d", addr, r)
+		}
 	}
 	for i := 0; i < 4; i++ {
 		g.f("\tVUNPCKLPS Z%d, Z%d, Z%d", 2*i+1, 2*i, 8+2*i)
@@ -214,25 +272,26 @@ func (g *gen) transpose() {
 	g.f("\tLEAQ (R11)(R8*4), R13")
 	g.f("\tLEAQ (R13)(R8*4), BX")
 	off := []string{"", "(R8*1)", "(R8*2)", "(R12*1)"}
+	store := func(p int, ins string) {
+		if masked {
+			g.f("\tCMPQ CX, $%d", p)
+			g.f("\tJLE tskip%d", p)
+		}
+		g.f("\t%s", ins)
+		if masked {
+			g.f("tskip%d:", p)
+		}
+	}
 	for s := 0; s < 4; s++ {
 		g.f("\tVMOVAPS Z30, Z24")
 		g.f("\tVPERMI2PS Z%d, Z%d, Z24", 20+s, 16+s)
 		g.f("\tVMOVAPS Z31, Z25")
 		g.f("\tVPERMI2PS Z%d, Z%d, Z25", 20+s, 16+s)
-		g.f("\tVMOVUPS Y24, (DI)%s", off[s])
-		g.f("\tVEXTRACTF64X4 $1, Z24, (R11)%s", off[s])
-		g.f("\tVMOVUPS Y25, (R13)%s", off[s])
-		g.f("\tVEXTRACTF64X4 $1, Z25, (BX)%s", off[s])
+		store(s, fmt.Sprintf("VMOVUPS Y24, (DI)%s", off[s]))
+		store(4+s, fmt.Sprintf("VEXTRACTF64X4 $1, Z24, (R11)%s", off[s]))
+		store(8+s, fmt.Sprintf("VMOVUPS Y25, (R13)%s", off[s]))
+		store(12+s, fmt.Sprintf("VEXTRACTF64X4 $1, Z25, (BX)%s", off[s]))
 	}
-	g.f("\tADDQ $64, SI")
-	g.f("\tADDQ $64, R10")
-	g.f("\tADDQ AX, DI")
-	g.f("\tDECQ CX")
-	g.f("\tJNE tloop")
-	g.f("tdone:")
-	g.f("\tVZEROUPPER")
-	g.f("\tRET")
-	g.f("")
 }
 
 func main() {

@@ -3,12 +3,14 @@
 // contain Go assembly.
 //
 // Each kernel computes one 8 x (16*nv) tile of C for nv = 1, 2, 3:
-// acc[r][j] = sum over p < k of a[p*8+r] * b[p*bstride+j], summed in ascending p with
-// one fused multiply-add per term; then, as flags say, acc += beta*c (FlagLoadC),
-// acc += bias[r] (FlagBias), acc = max(0, acc) (FlagReLU, NaN kept); and stores the
-// first rows rows to c (ldc floats apart). The last 16-float vector of each row of b
-// and c is loaded and stored under mask (one bit per column), so an unpadded ragged
-// right edge is neither read nor written past its end. bstride and ldc count floats.
+// acc[r][j] = sum over p < k of a[r*arow+p*astep] * b[p*bstride+j], summed in
+// ascending p with one fused multiply-add per term; then, as flags say,
+// acc += beta*c (FlagLoadC), acc += bias[r] (FlagBias), acc = max(0, acc) (FlagReLU,
+// NaN kept); and stores the first rows rows to c (ldc floats apart). The last
+// 16-float vector of each row of b and c is loaded and stored under mask (one bit per
+// column), so an unpadded ragged right edge is neither read nor written past its end.
+// All 8 rows of A are read whatever rows is. arow, astep, bstride and ldc count
+// floats; A may be packed (arow 1, astep 8) or read in place from either layout.
 //
 // Transpose8 is the packers' workhorse: an 8 x 16 block transposed in registers.
 // Callers check bounds; the kernels trust their arguments.
