@@ -21,8 +21,14 @@ const (
 	defaultKC = 256
 )
 
-// mcFloats is the floats of packed A per mc block: 512 KiB, half of L2.
-var mcFloats = 128 << 10
+// mcFloats is the floats of A per mc block: 512 KiB, half of L2, when B panels are
+// packed, so that each is packed once for many rows; mcDirectFloats, 64 KiB, when B
+// is read in place, which keeps the rows of A that a B panel meets close to L1
+// (measured: 8% faster on tcnn3's input-gradient product, no loss elsewhere).
+var (
+	mcFloats       = 128 << 10
+	mcDirectFloats = 16 << 10
+)
 
 // PackedA is a left operand packed for MulPacked: the m x k matrix op(A) cut into
 // blocks of kc steps of k and, inside a block, panels of 8 rows stored k-major
@@ -201,6 +207,9 @@ func mulPacked(im *impl, pa *PackedA, n int, src bSource, beta float32, c []floa
 	}
 	mp := roundUp(m, mr)
 	mc := max(mr, mcFloats/kc/mr*mr)
+	if !needB {
+		mc = max(mr, mcDirectFloats/kc/mr*mr)
+	}
 	for k0 := 0; k0 < k; k0 += kc {
 		kb := min(kc, k-k0)
 		flags, bt := flagLoadC, float32(1)
