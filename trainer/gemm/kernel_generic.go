@@ -37,8 +37,8 @@ var (
 	cur     = generic
 )
 
-// Kernel names the kernels behind MatMulAsm and MulPacked: "avx512" or "generic"
-// (pure Go, several times slower than the BLAS backends; prefer MatMul there).
+// Kernel names the kernels behind MatMulAsm and MulPacked: "avx512", "avx2" or
+// "generic" (pure Go, several times slower than the BLAS backends; prefer MatMul there).
 func Kernel() string { return cur.name }
 
 // kernGeneric is the pure-Go microKernel. Its sums run in the same order as the
@@ -46,11 +46,12 @@ func Kernel() string { return cur.name }
 // fuse the multiply-add, so its results can differ from theirs in the last bit.
 func kernGeneric(nv, k int, a []float32, arow, astep int, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {
 	var acc [mr * nr]float32
-	for p := 0; p < k; p++ {
-		bp := b[p*bstride : p*bstride+cols]
-		for r := 0; r < rows; r++ {
+	for r := 0; r < rows; r++ {
+		ar := acc[r*nr : r*nr+cols]
+		for p := 0; p < k; p++ {
 			av := a[r*arow+p*astep]
-			ar := acc[r*nr : r*nr+cols]
+			bp := b[p*bstride : p*bstride+cols]
+			ar := ar[:len(bp)]
 			for j, bv := range bp {
 				ar[j] += av * bv
 			}

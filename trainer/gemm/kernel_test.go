@@ -2,6 +2,8 @@ package gemm
 
 import (
 	"fmt"
+
+	"github.com/texgrid/texgrid/trainer/gemm/internal/kern"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -10,10 +12,14 @@ import (
 // kernels lists every micro-kernel this machine can run, so each test covers the
 // assembly and the pure-Go fallback alike.
 func kernels() []*impl {
-	if cur == generic {
-		return []*impl{generic}
+	ims := []*impl{generic}
+	if kern.AvailableAVX2 {
+		ims = append(ims, avx2Impl)
 	}
-	return []*impl{generic, cur}
+	if kern.Available {
+		ims = append(ims, avx512)
+	}
+	return ims
 }
 
 // TestMicroKernel calls each micro-kernel directly on one tile for every width, a

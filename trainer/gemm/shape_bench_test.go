@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/texgrid/texgrid/trainer/gemm/internal/kern"
 )
 
 // benchShapes are the engine's products: tcnn-small conv1 (32 filters, k = 121, 63x63
@@ -36,7 +38,8 @@ var benchShapes = []struct {
 }
 
 // BenchmarkShapes runs every shape through the BLAS backend (MatMul) and the packed
-// GEMM (MatMulAsm), one after the other, and for the forward (NN) shapes also the way
+// GEMM (MatMulAsm), one after the other (on an AVX-512 machine also with the AVX2
+// kernels, which other CPUs get), and for the forward (NN) shapes also the way
 // a convolution runs them: the BLAS with the bias written first, beta = 1 and a ReLU
 // pass after, against MulPacked with A packed beforehand and the bias and ReLU fused.
 // Besides the mean GFLOP/s it reports the fastest single call (best-GFLOP/s), which
@@ -67,6 +70,13 @@ func BenchmarkShapes(b *testing.B) {
 		b.Run(name+"/"+Kernel(), func(b *testing.B) {
 			runShape(b, flops, func() { MatMulAsm(s.ta, s.tb, s.m, s.n, s.k, a, lda, bb, ldb, 0, c, s.n) })
 		})
+		if cur == avx512 && kern.AvailableAVX2 {
+			b.Run(name+"/avx2", func(b *testing.B) {
+				runShape(b, flops, func() {
+					matMulKernel(avx2Impl, defaultKC, true, s.ta, s.tb, s.m, s.n, s.k, a, lda, bb, ldb, 0, c, s.n)
+				})
+			})
+		}
 		if s.ta || s.tb {
 			continue
 		}

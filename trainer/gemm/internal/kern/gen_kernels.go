@@ -294,6 +294,170 @@ func (g *gen) transposeBlock(masked bool) {
 	}
 }
 
+// avx2Kernel emits AVX2x4xW, W = 8*nv: a 4 x W tile in 4*nv YMM accumulators
+// (row r, vector v in Y(r*nv+v)), for CPUs without AVX-512. There are no mask
+// registers, so the tile is always whole vectors wide; rows are checked as above.
+func (g *gen) avx2Kernel(nv int) {
+	const rows, unroll = 4, 4
+	name := fmt.Sprintf("AVX2x%dx%d", rows, 8*nv)
+	yacc := func(r, v int) string { return fmt.Sprintf("Y%d", r*nv+v) }
+	bReg := func(v int) string { return fmt.Sprintf("Y%d", 12+v) }
+	const bc = "Y15"
+	g.f("// func %s(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)", name)
+	g.f("TEXT ·%s(SB), NOSPLIT, $0-88", name)
+	g.f("\tMOVQ k+0(FP), %s", regK)
+	g.f("\tMOVQ a+8(FP), %s", regA)
+	g.f("\tMOVQ arow+16(FP), %s", regARow)
+	g.f("\tSHLQ $2, %s", regARow)
+	g.f("\tLEAQ (%s)(%s*2), %s", regARow, regARow, regARow3)
+	g.f("\tMOVQ astep+24(FP), %s", regAStr)
+	g.f("\tSHLQ $2, %s", regAStr)
+	g.f("\tMOVQ b+32(FP), %s", regB)
+	g.f("\tMOVQ bstride+40(FP), %s", regBStr)
+	g.f("\tSHLQ $2, %s", regBStr)
+	g.f("\tMOVQ c+48(FP), %s", regC)
+	g.f("\tMOVQ ldc+56(FP), %s", regLdc)
+	g.f("\tSHLQ $2, %s", regLdc)
+	g.f("\tMOVQ rows+64(FP), %s", regRows)
+	g.f("\tMOVL flags+72(FP), %s", regFlags)
+	g.f("\tMOVQ bias+80(FP), %s", regBias)
+	g.f("\tMOVQ %s, R14", regC)
+	for r := 0; r < rows; r++ {
+		g.f("\tPREFETCHT0 (R14)")
+		g.f("\tPREFETCHT0 %d(R14)", 32*nv-1)
+		g.f("\tADDQ %s, R14", regLdc)
+	}
+	for r := 0; r < rows; r++ {
+		for v := 0; v < nv; v++ {
+			g.f("\tVXORPS %s, %s, %s", yacc(r, v), yacc(r, v), yacc(r, v))
+		}
+	}
+	rowAddr := []string{"(" + regA + ")", "(" + regA + ")(" + regARow + "*1)", "(" + regA + ")(" + regARow + "*2)", "(" + regA + ")(" + regARow3 + "*1)"}
+	step := func() {
+		for v := 0; v < nv; v++ {
+			g.f("\tVMOVUPS %d(%s), %s", 32*v, regB, bReg(v))
+		}
+		for r := 0; r < rows; r++ {
+			g.f("\tVBROADCASTSS %s, %s", rowAddr[r], bc)
+			for v := 0; v < nv; v++ {
+				g.f("\tVFMADD231PS %s, %s, %s", bReg(v), bc, yacc(r, v))
+			}
+		}
+		g.f("\tADDQ %s, %s", regBStr, regB)
+		g.f("\tADDQ %s, %s", regAStr, regA)
+	}
+	g.f("\tCMPQ %s, $%d", regK, unroll)
+	g.f("\tJLT tail")
+	g.f("loop:")
+	for u := 0; u < unroll; u++ {
+		step()
+	}
+	g.f("\tSUBQ $%d, %s", unroll, regK)
+	g.f("\tCMPQ %s, $%d", regK, unroll)
+	g.f("\tJGE loop")
+	g.f("tail:")
+	g.f("\tTESTQ %s, %s", regK, regK)
+	g.f("\tJEQ store")
+	step()
+	g.f("\tDECQ %s", regK)
+	g.f("\tJMP tail")
+	g.f("store:")
+	const yBeta, yZero, yTmp = "Y13", "Y14", "Y15"
+	g.f("\tVBROADCASTSS beta+76(FP), %s", yBeta)
+	g.f("\tVXORPS %s, %s, %s", yZero, yZero, yZero)
+	for r := 0; r < rows; r++ {
+		l := fmt.Sprint(r)
+		if r > 0 {
+			g.f("\tCMPQ %s, $%d", regRows, r)
+			g.f("\tJLE done")
+		}
+		g.f("\tTESTL $%d, %s", flagLoadC, regFlags)
+		g.f("\tJEQ noload%s", l)
+		for v := 0; v < nv; v++ {
+			g.f("\tVMOVUPS %d(%s), %s", 32*v, regC, yTmp)
+			g.f("\tVFMADD231PS %s, %s, %s", yTmp, yBeta, yacc(r, v))
+		}
+		g.f("noload%s:", l)
+		g.f("\tTESTL $%d, %s", flagBias, regFlags)
+		g.f("\tJEQ nobias%s", l)
+		g.f("\tVBROADCASTSS %d(%s), %s", 4*r, regBias, yTmp)
+		for v := 0; v < nv; v++ {
+			g.f("\tVADDPS %s, %s, %s", yTmp, yacc(r, v), yacc(r, v))
+		}
+		g.f("nobias%s:", l)
+		g.f("\tTESTL $%d, %s", flagReLU, regFlags)
+		g.f("\tJEQ norelu%s", l)
+		for v := 0; v < nv; v++ {
+			g.f("\tVMAXPS %s, %s, %s", yacc(r, v), yZero, yacc(r, v))
+		}
+		g.f("norelu%s:", l)
+		for v := 0; v < nv; v++ {
+			g.f("\tVMOVUPS %s, %d(%s)", yacc(r, v), 32*v, regC)
+		}
+		if r < rows-1 {
+			g.f("\tADDQ %s, %s", regLdc, regC)
+		}
+	}
+	g.f("done:")
+	g.f("\tVZEROUPPER")
+	g.f("\tRET")
+	g.f("")
+}
+
+// transposeAVX2 emits Transpose8AVX2, Transpose8 for AVX2: 8 x 8 blocks through
+// unpacks, in-lane shuffles and 128-bit lane permutes; the caller does cols%8.
+func (g *gen) transposeAVX2() {
+	g.f("// func Transpose8AVX2(src *float32, lds int, dst *float32, ldd int, blocks int)")
+	g.f("TEXT ·Transpose8AVX2(SB), NOSPLIT, $0-40")
+	g.f("\tMOVQ src+0(FP), SI")
+	g.f("\tMOVQ lds+8(FP), DX")
+	g.f("\tSHLQ $2, DX")
+	g.f("\tMOVQ dst+16(FP), DI")
+	g.f("\tMOVQ ldd+24(FP), R8")
+	g.f("\tSHLQ $2, R8")
+	g.f("\tMOVQ blocks+32(FP), CX")
+	g.f("\tLEAQ (DX)(DX*2), R9")
+	g.f("\tLEAQ (SI)(DX*4), R10")
+	g.f("\tLEAQ (R8)(R8*2), R12")
+	g.f("\tMOVQ R8, AX")
+	g.f("\tSHLQ $3, AX") // 8*ldd: one block of output rows
+	g.f("\tTESTQ CX, CX")
+	g.f("\tJEQ adone")
+	g.f("aloop:")
+	for r, addr := range []string{"(SI)", "(SI)(DX*1)", "(SI)(DX*2)", "(SI)(R9*1)", "(R10)", "(R10)(DX*1)", "(R10)(DX*2)", "(R10)(R9*1)"} {
+		g.f("\tVMOVUPS %s, Y%d", addr, r)
+	}
+	for i := 0; i < 4; i++ {
+		g.f("\tVUNPCKLPS Y%d, Y%d, Y%d", 2*i+1, 2*i, 8+2*i)
+		g.f("\tVUNPCKHPS Y%d, Y%d, Y%d", 2*i+1, 2*i, 9+2*i)
+	}
+	// S0..S3 (Y0..Y3): rows 0-3 of columns c and c+4 (c = 0..3); S4..S7 rows 4-7.
+	for h := 0; h < 2; h++ {
+		t := 8 + 4*h
+		g.f("\tVSHUFPS $0x44, Y%d, Y%d, Y%d", t+2, t, 4*h)
+		g.f("\tVSHUFPS $0xEE, Y%d, Y%d, Y%d", t+2, t, 4*h+1)
+		g.f("\tVSHUFPS $0x44, Y%d, Y%d, Y%d", t+3, t+1, 4*h+2)
+		g.f("\tVSHUFPS $0xEE, Y%d, Y%d, Y%d", t+3, t+1, 4*h+3)
+	}
+	g.f("\tLEAQ (DI)(R8*4), R11")
+	off := []string{"", "(R8*1)", "(R8*2)", "(R12*1)"}
+	for c := 0; c < 4; c++ {
+		g.f("\tVPERM2F128 $0x20, Y%d, Y%d, Y%d", 4+c, c, 8+c)
+		g.f("\tVPERM2F128 $0x31, Y%d, Y%d, Y%d", 4+c, c, 12+c)
+		g.f("\tVMOVUPS Y%d, (DI)%s", 8+c, off[c])
+		g.f("\tVMOVUPS Y%d, (R11)%s", 12+c, off[c])
+	}
+	g.f("\tADDQ $32, SI")
+	g.f("\tADDQ $32, R10")
+	g.f("\tADDQ AX, DI")
+	g.f("\tDECQ CX")
+	g.f("\tJNE aloop")
+	g.f("adone:")
+	g.f("\tVZEROUPPER")
+	g.f("\tRET")
+	g.f("")
+}
+
 func main() {
 	var g gen
 	g.f("// Code generated by gen_kernels.go; DO NOT EDIT.")
@@ -305,6 +469,10 @@ func main() {
 	for _, nv := range widths {
 		g.kernel(nv)
 	}
+	for _, nv := range widths {
+		g.avx2Kernel(nv)
+	}
+	g.transposeAVX2()
 	g.transpose()
 	if err := os.WriteFile("kernels_amd64.s", g.buf.Bytes(), 0o644); err != nil {
 		log.Fatal(err)

@@ -12,6 +12,9 @@
 // All 8 rows of A are read whatever rows is. arow, astep, bstride and ldc count
 // floats; A may be packed (arow 1, astep 8) or read in place from either layout.
 //
+// The AVX2 kernels, for CPUs without AVX-512, compute 4 x (8*nv) tiles the same way
+// (4 rows of A read) but have no masks: their tiles are whole 8-float vectors wide.
+//
 // Transpose8 is the packers' workhorse: an 8 x 16 block transposed in registers.
 // Callers check bounds; the kernels trust their arguments.
 package kern

@@ -6,8 +6,12 @@ import "golang.org/x/sys/cpu"
 
 //go:generate go run gen_kernels.go
 
-// Available reports whether the CPU and the OS support the kernels.
-var Available = cpu.X86.HasAVX512F
+// Available reports whether the CPU and the OS support the AVX-512 kernels, and
+// AvailableAVX2 the AVX2 ones (AVX2 and FMA).
+var (
+	Available     = cpu.X86.HasAVX512F
+	AvailableAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+)
 
 // AVX512x8x16 computes an 8 x 16 tile; see the package comment.
 //
@@ -29,3 +33,23 @@ func AVX512x8x48(k int, a *float32, arow, astep int, b *float32, bstride int, c 
 //
 //go:noescape
 func Transpose8(src *float32, lds int, dst *float32, ldd int, cols int)
+
+// AVX2x4x8 computes a 4 x 8 tile with AVX2; see the package comment.
+//
+//go:noescape
+func AVX2x4x8(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)
+
+// AVX2x4x16 computes a 4 x 16 tile with AVX2; see the package comment.
+//
+//go:noescape
+func AVX2x4x16(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)
+
+// AVX2x4x24 computes a 4 x 24 tile with AVX2; see the package comment.
+//
+//go:noescape
+func AVX2x4x24(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)
+
+// Transpose8AVX2 is Transpose8 for AVX2 for cols = 8*blocks.
+//
+//go:noescape
+func Transpose8AVX2(src *float32, lds int, dst *float32, ldd int, blocks int)

@@ -2,8 +2,11 @@
 
 package kern
 
-// Available is false: there are no assembly kernels for this build.
-const Available = false
+// Available and AvailableAVX2 are false: there are no assembly kernels in this build.
+const (
+	Available     = false
+	AvailableAVX2 = false
+)
 
 // AVX512x8x16 is never called when Available is false.
 func AVX512x8x16(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32) {
@@ -22,5 +25,25 @@ func AVX512x8x48(k int, a *float32, arow, astep int, b *float32, bstride int, c 
 
 // Transpose8 is never called when Available is false.
 func Transpose8(src *float32, lds int, dst *float32, ldd int, cols int) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x8 is never called when AvailableAVX2 is false.
+func AVX2x4x8(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x16 is never called when AvailableAVX2 is false.
+func AVX2x4x16(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x24 is never called when AvailableAVX2 is false.
+func AVX2x4x24(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// Transpose8AVX2 is never called when AvailableAVX2 is false.
+func Transpose8AVX2(src *float32, lds int, dst *float32, ldd int, blocks int) {
 	panic("kern: no assembly kernels in this build")
 }
