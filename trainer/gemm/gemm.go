@@ -1,9 +1,16 @@
-// Package gemm is the trainer's single entry point to matrix multiplication. Every
-// product goes through gonum's blas32, whose implementation is chosen at start-up:
-// OpenBLAS through cgo when built with the `openblas` tag (see openblas.go), gonum's
-// pure-Go sgemm otherwise. Callers that parallelise across samples keep each call
+// Package gemm is the trainer's single entry point to matrix multiplication. MatMul
+// goes through gonum's blas32, whose implementation is chosen at start-up: OpenBLAS
+// through cgo when built with the `openblas` tag (see openblas.go), gonum's pure-Go
+// sgemm otherwise. Callers that parallelise across samples keep each call
 // single-threaded with SetThreads(1) so that the reduction order, and therefore every
 // result bit, depends only on the inputs.
+//
+// The package also has its own single-threaded sgemm (packed.go), with assembly
+// kernels for AVX-512 and AVX2 (Kernel says which one runs): MatMulAsm has MatMul's
+// contract; PackA + MulPacked reuse a packed left operand (the weights) across calls
+// and fuse a bias and a ReLU into the product (Epilogue); MulPackedFunc takes the
+// right operand from a packing function instead of a matrix. Where Kernel() is
+// "generic" (no AVX2, or not amd64) these run in plain Go, far slower than MatMul.
 package gemm
 
 import (

@@ -6,20 +6,26 @@ import (
 )
 
 // The packed GEMM below is the trainer's own sgemm: A packed once into row panels
-// (weights are packed once per batch and reused for every sample), B read in place or
-// packed one small panel at a time, and an assembly micro-kernel that keeps an 8 x 48
-// tile of C in registers. It is single-threaded and its summation order depends only
-// on the shape, so results are bit-reproducible for given inputs on a given kernel.
+// (weights are packed once per batch and reused for every sample) or read in place,
+// B read in place or packed one small panel at a time, and an assembly micro-kernel
+// that keeps an 8 x 48 tile of C in registers and applies beta, bias and ReLU on the
+// way out. It is single-threaded.
 //
 // Loop nest (after Goto and van de Geijn): for each block of kc steps of k, for each
-// block of mc rows of A (mc*kc floats, sized for L2), for each panel of nr columns of
-// B (kc*nr floats, sized for L1), for each panel of mr rows: one micro-kernel call.
+// block of mc rows of A (sized for L2), for each panel of up to nr columns of B, for
+// each panel of mr rows: one micro-kernel call.
+//
+// Determinism: every element of C is summed the same way whatever the blocking of
+// rows and columns: in blocks of kc steps of k, each block summed in ascending k with
+// one fused multiply-add per term into a fresh accumulator, which is then added to
+// the running value (beta*C for the first block). So the result depends only on the
+// inputs, k and the kernel: MulPacked, MulPackedFunc and MatMulAsm agree to the bit,
+// as do repeated calls; a machine with other kernels (Kernel()) may differ in the
+// last bits.
 
-// Blocking parameters. kc is fixed when A is packed, so it is a package constant;
-// tests lower it through the unexported functions.
-const (
-	defaultKC = 256
-)
+// defaultKC is kc, the depth of a k block. It is fixed when A is packed, so it is a
+// constant; tests vary it through the unexported functions.
+const defaultKC = 256
 
 // mcFloats is the floats of A per mc block: 512 KiB, half of L2, when B panels are
 // packed, so that each is packed once for many rows; mcDirectFloats, 64 KiB, when B
@@ -151,7 +157,8 @@ func PackBSize(n, k int) int { return min(k, defaultKC) * min(n, nr) }
 // is k x n (b is n x k when transB) and c is m x n; ldb and ldc are the row strides as
 // stored. scratch must hold PackBSize(n, k) floats when transB (it is unused
 // otherwise); a shorter one is replaced by an allocation. With beta 0, c is only
-// written, so it may hold anything, NaN included.
+// written, so it may hold anything, NaN included. Calls may run concurrently on one
+// PackedA as long as each has its own c and scratch; nothing is allocated.
 func MulPacked(pa *PackedA, transB bool, n int, b []float32, ldb int, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
 	src := bSource{b: b, ldb: ldb, trans: transB}
 	if transB {
@@ -163,15 +170,17 @@ func MulPacked(pa *PackedA, transB bool, n int, b []float32, ldb int, beta float
 }
 
 // PackBFunc writes the block of op(B) with rows k0 <= p < k1 and columns j0 <= j < j1
-// into dst, densely and row-major: dst[(p-k0)*(j1-j0) + (j-j0)] = op(B)[p][j]. It is
-// called for column panels of at most 48 columns and row blocks of at most 256 rows,
-// with dst of exactly (k1-k0)*(j1-j0) floats.
+// into dst, densely and row-major: dst[(p-k0)*(j1-j0) + (j-j0)] = op(B)[p][j], with
+// dst of exactly (k1-k0)*(j1-j0) floats. Blocks are at most 256 rows (the k blocks:
+// k0 = 0, 256, 512, ...) by at most 48 columns (j0 ascending from 0).
 type PackBFunc func(dst []float32, k0, k1, j0, j1 int)
 
 // MulPackedFunc is MulPacked with op(B) supplied block by block by packB instead of
-// read from a matrix, so that B need never exist in full (an implicit im2col).
-// Blocks come in a fixed order, each column panel of a row block exactly once per
-// 8*mc rows of pa; scratch must hold PackBSize(n, pa.Depth()) floats.
+// read from a matrix, so that B need never exist in full (an implicit im2col; see
+// conv_example_test.go). Blocks are requested in order: k blocks ascending, inside
+// each the column panels ascending, all once when m <= 512 (with more rows, once per
+// 512 rows). scratch must hold PackBSize(n, pa.Depth()) floats. The result is
+// bit-identical to MulPacked's on the same op(B).
 func MulPackedFunc(pa *PackedA, n int, packB PackBFunc, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
 	mulPacked(cur, pa, n, bSource{pack: packB}, beta, c, ldc, ep, scratch)
 }
