@@ -65,8 +65,10 @@ func (pa *PackedA) panel(k0, kb, mp, i0 int) (a []float32, arow, astep int) {
 	}
 }
 
-// Rows and Depth return the m and k of the packed matrix.
-func (pa *PackedA) Rows() int  { return pa.m }
+// Rows returns m, the number of rows of the packed matrix (and of C).
+func (pa *PackedA) Rows() int { return pa.m }
+
+// Depth returns k, the number of columns of the packed matrix (rows of op(B)).
 func (pa *PackedA) Depth() int { return pa.k }
 
 // PackASize is the number of floats PackAInto needs for an m x k matrix.
@@ -142,8 +144,8 @@ func packA(im *impl, dst []float32, kc int, transA bool, m, k int, a []float32, 
 }
 
 // Epilogue is what MulPacked applies to each element of C after the product and the
-// beta term, in this order: Bias[i] is added to row i (nil adds nothing), then ReLU
-// clamps at zero (a NaN stays NaN).
+// beta term, in this order: Bias[i] is added to row i (nil adds nothing; otherwise it
+// needs a value per row of C), then ReLU clamps at zero (a NaN stays NaN).
 type Epilogue struct {
 	Bias []float32
 	ReLU bool
