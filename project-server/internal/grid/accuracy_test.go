@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,21 +19,33 @@ import (
 type accuracyCase struct {
 	dataset string
 	size    int
-	// Centralised: `trainer train` for epochs x fragsPerEpoch samples.
+	// Centralised: `trainer train` for epochs x fragsPerEpoch samples, the learning
+	// rate multiplied by centralDecay after every epoch.
 	epochs, fragsPerEpoch int
-	// Federated: rounds of 4 work units of fragMin..fragMax fragments x wuEpochs.
+	centralDecay          float64
+	// Federated: rounds of 4 work units of fragMin..fragMax fragments x wuEpochs, the
+	// learning rate fedLR multiplied by fedDecay after every round.
 	rounds, fragMin, fragMax, wuEpochs int
+	fedLR, fedDecay                    float64
 }
 
 // The protocol follows issue 7's PyTorch reference: the centralised run trains until
-// its test accuracy has levelled off (the reference used 284k samples on kth-tips-grey),
-// and the federated run may compute (every work unit started, merged or not; see
-// computedSamples) at most twice that, in work units of the reference shape (4500
-// fragments x 2 epochs, 4 a round, 3 merged). A shorter centralised run would measure
-// how fast FedAvg converges, not where it gets to.
+// its test accuracy has levelled off, and the federated run may compute (every work
+// unit started, merged or not; see computedSamples) at most twice that, in work units of
+// the reference shape on kth-tips-grey (4500 fragments x 2 epochs, 4 a round, 3 merged).
+// Both decay the learning rate exponentially, per epoch and per round, so that neither
+// ends on a large step that leaves its last accuracy to chance. The federated run starts
+// at twice the centralised rate: averaging three deltas cancels much of their noise, and
+// a round moves the model about as far as one volunteer's 9,000 samples, not 27,000.
+// Measured on kth-tips-grey: 0.01 decaying by 0.7 a round reached 95.3% after 8 rounds
+// (testdata/accuracy-results.jsonl), 0.02 decaying by 0.8 reached 97.7% (texgrid-demo,
+// same work units, no weight decay). A shorter
+// centralised run would measure how fast FedAvg converges, not where it gets to.
 var accuracyCases = []accuracyCase{
-	{dataset: "kth-tips-grey", size: 128, epochs: 36, fragsPerEpoch: 8000, rounds: 15, fragMin: 4500, fragMax: 4500, wuEpochs: 2},
-	{dataset: "kylberg6", size: 256, epochs: 16, fragsPerEpoch: 2000, rounds: 8, fragMin: 2000, fragMax: 2000, wuEpochs: 1},
+	{dataset: "kth-tips-grey", size: 128, epochs: 22, fragsPerEpoch: 8000, centralDecay: 0.88,
+		rounds: 9, fragMin: 4500, fragMax: 4500, wuEpochs: 2, fedLR: 0.02, fedDecay: 0.8},
+	{dataset: "kylberg6", size: 256, epochs: 12, fragsPerEpoch: 2000, centralDecay: 0.85,
+		rounds: 6, fragMin: 2000, fragMax: 2000, wuEpochs: 1, fedLR: 0.02, fedDecay: 0.8},
 }
 
 // accuracyResult is one line of the results file: enough to compare runs over time.
@@ -40,6 +53,9 @@ type accuracyResult struct {
 	When             time.Time `json:"when"`
 	Dataset          string    `json:"dataset"`
 	Size             int       `json:"size"`
+	CentralLRDecay   float64   `json:"central_lr_decay,omitempty"` // per epoch; absent: constant
+	FedLR            float64   `json:"fed_lr,omitempty"`           // first round; absent: 0.01
+	FedLRDecay       float64   `json:"fed_lr_decay,omitempty"`     // per round; absent: constant
 	CentralSamples   int64     `json:"central_samples"`
 	CentralImageAcc  float64   `json:"central_image_accuracy"`
 	CentralFragAcc   float64   `json:"central_fragment_accuracy"`
@@ -59,12 +75,22 @@ type accuracyResult struct {
 // with `trainer train` and federated with four volunteer processes at quorum 0.75, and
 // requires the federated model's image-level test accuracy to be within 2 points of the
 // centralised one while computing at most twice the samples. It takes several minutes
-// per dataset, so it runs only with TEXGRID_E2E_ACCURACY=1 (`make e2e`).
+// per dataset, so it runs only with TEXGRID_E2E_ACCURACY=1 (`make e2e`);
+// TEXGRID_E2E_CASES=kylberg6 (a comma-separated list) picks datasets.
 func TestFederatedMatchesCentralised(t *testing.T) {
 	if os.Getenv("TEXGRID_E2E_ACCURACY") != "1" {
 		t.Skip("set TEXGRID_E2E_ACCURACY=1 (make e2e) to run the accuracy comparison")
 	}
+	pick := map[string]bool{}
+	for _, name := range strings.Split(os.Getenv("TEXGRID_E2E_CASES"), ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			pick[name] = true
+		}
+	}
 	for _, c := range accuracyCases {
+		if len(pick) > 0 && !pick[c.dataset] {
+			continue
+		}
 		t.Run(c.dataset, func(t *testing.T) {
 			data := sharedData(t, c.dataset)
 			res := runAccuracyCase(t, c, data)
@@ -86,14 +112,14 @@ func TestFederatedMatchesCentralised(t *testing.T) {
 func runAccuracyCase(t *testing.T, c accuracyCase, data string) accuracyResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	res := accuracyResult{When: time.Now().UTC(), Dataset: c.dataset, Size: c.size}
+	res := accuracyResult{When: time.Now().UTC(), Dataset: c.dataset, Size: c.size, CentralLRDecay: c.centralDecay, FedLR: c.fedLR, FedLRDecay: c.fedDecay}
 
 	// Centralised.
 	out := t.TempDir()
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "trainer"), "train", "--data", data, "--model", "tcnn-small",
 		"--size", strconv.Itoa(c.size), "--epochs", strconv.Itoa(c.epochs), "--fragments-per-epoch", strconv.Itoa(c.fragsPerEpoch),
-		"--batch", "32", "--lr", "0.01", "--momentum", "0.9", "--threads", "2", "--seed", "1",
+		"--batch", "32", "--lr", "0.01", "--lr-decay", strconv.FormatFloat(c.centralDecay, 'g', -1, 64), "--momentum", "0.9", "--threads", "2", "--seed", "1",
 		"--progress", "none", "--out", out)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("trainer train: %v\n%s", err, b)
@@ -123,7 +149,7 @@ func runAccuracyCase(t *testing.T, c accuracyCase, data string) accuracyResult {
 	camp, err := g.CreateCampaign(ctx, protocol.CampaignSpec{
 		Name: "accuracy-" + c.dataset, Dataset: c.dataset, Model: "tcnn-small", FragmentSize: c.size,
 		FragmentsMin: c.fragMin, FragmentsMax: c.fragMax,
-		Hyper:  protocol.Hyper{Epochs: c.wuEpochs, BatchSize: 32, LearningRate: 0.01, Momentum: 0.9, WeightDecay: 0.0005},
+		Hyper:  protocol.Hyper{Epochs: c.wuEpochs, BatchSize: 32, LearningRate: c.fedLR, LRDecay: c.fedDecay, Momentum: 0.9, WeightDecay: 0.0005},
 		Quorum: 0.75, WorkUnitsPerRound: 4, Rounds: c.rounds, WUDeadline: protocol.Duration(20 * time.Minute), Seed: 1, Start: true,
 	})
 	if err != nil {
