@@ -123,8 +123,9 @@ func BenchmarkDispatch(b *testing.B) {
 	var remaining atomic.Int64
 	remaining.Store(int64(b.N))
 	var outcomes [3]atomic.Int64
+	var polls atomic.Int64 // work requests answered without a unit
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	var wg sync.WaitGroup
 	for _, v := range vols {
 		wg.Add(1)
@@ -142,6 +143,7 @@ func BenchmarkDispatch(b *testing.B) {
 						return
 					}
 					if wr.WorkUnit == nil {
+						polls.Add(1)
 						time.Sleep(time.Millisecond)
 						continue
 					}
@@ -170,7 +172,7 @@ func BenchmarkDispatch(b *testing.B) {
 		}()
 	}
 	wg.Wait()
-	el := time.Since(start)
+	el, cpu := time.Since(start), cpuTime()-cpu0
 	b.StopTimer()
 	if outcomes[2].Load() > 0 {
 		b.Fatalf("%d results refused", outcomes[2].Load())
@@ -181,6 +183,10 @@ func BenchmarkDispatch(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		b.ReportMetric(float64(outcomes[1].Load())/float64(b.N), "late-frac")
+		b.ReportMetric(float64(polls.Load())/float64(b.N), "polls/op")
+		if cpu > 0 {
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/op")
+		}
 	}
 }
 

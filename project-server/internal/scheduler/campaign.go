@@ -336,6 +336,7 @@ func (s *Scheduler) CreateCampaign(ctx context.Context, researcherID int64, cs p
 		}
 		return nil
 	})
+	s.campaignsChanged()
 	if err != nil {
 		return nil, fmt.Errorf("create campaign: %w", err)
 	}
@@ -462,6 +463,7 @@ func (s *Scheduler) Act(ctx context.Context, id int64, action string) (*protocol
 			return tx.Model(&store.Campaign{}).Where("id = ?", id).Updates(map[string]any{"state": protocol.StateStopped, "updated_at": now}).Error
 		}
 	})
+	s.campaignsChanged()
 	if err != nil {
 		if _, ok := err.(*Error); ok {
 			return nil, err

@@ -222,23 +222,36 @@ type closed struct {
 	took       time.Duration
 }
 
+// Queries of record's transaction (states are literals, see qRunning).
+var (
+	qRecordRound   = txQuery(`SELECT state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ?`)
+	qRecordRoundPG = txQueryPG(`SELECT state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ? FOR UPDATE`)
+	qSlotMerged    = txQuery(`SELECT COUNT(*) FROM work_units WHERE campaign_id = ? AND round = ? AND slot = ? AND state = '` + store.WUAccepted + `'`)
+	qClaimWU       = txQuery(`UPDATE work_units SET state = ?, finished_at = ?, progress = 1 WHERE id = ?
+		AND state IN ('` + store.WUIssued + `', '` + store.WUExpired + `', '` + store.WUClosed + `')`)
+	qInsertResult = txQuery(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, sha256, size, outcome, reason,
+		samples, loss, norm, credit, created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)`)
+	qCreditHost    = txQuery(`UPDATE hosts SET results_valid = results_valid + 1, credit = credit + ?, last_contact = ? WHERE id = ?`)
+	qRoundLate     = txQuery(`UPDATE rounds SET late = late + 1 WHERE campaign_id = ? AND round = ?`)
+	qRoundAccepted = txQuery(`UPDATE rounds SET accepted = accepted + 1, samples_trained = samples_trained + ? WHERE campaign_id = ? AND round = ?`)
+)
+
 // record commits a valid result whose blob is durable.
 func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaignInfo, meta ResultMeta, sha string, size int64, norm float64, data []byte) (*protocol.ResultResponse, error) {
 	var (
-		resp   *protocol.ResultResponse
-		outErr error
-		cl     *closed
+		resp    *protocol.ResultResponse
+		outErr  error
+		closing bool // this result completed the quorum: the round is marked closed
 	)
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		cl, resp, outErr = nil, nil, nil
+		closing, resp, outErr = false, nil, nil
 		q := s.raw(tx)
 		var r store.Round
-		lock := ""
+		qRound := qRecordRound
 		if s.db.Postgres {
-			lock = " FOR UPDATE"
+			qRound = qRecordRoundPG
 		}
-		if err := q.row(`SELECT state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ?`+lock,
-			w0.CampaignID, w0.Round).Scan(&r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
+		if err := q.row(qRound, w0.CampaignID, w0.Round).Scan(&r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
 			return fmt.Errorf("round %d: %w", w0.Round, err)
 		}
 		now := s.now()
@@ -250,8 +263,7 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			// Slots were reissued in this round: another issue of this slot may have
 			// been merged already.
 			var dup int64
-			if err := q.row(`SELECT COUNT(*) FROM work_units WHERE campaign_id = ? AND round = ? AND slot = ? AND state = ?`,
-				w0.CampaignID, w0.Round, w0.Slot, store.WUAccepted).Scan(&dup); err != nil {
+			if err := q.row(qSlotMerged, w0.CampaignID, w0.Round, w0.Slot).Scan(&dup); err != nil {
 				return err
 			}
 			if dup > 0 {
@@ -259,8 +271,7 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			}
 		}
 		// Claim the unit; if it is no longer open, something else recorded or aborted it.
-		claimed, err := q.exec(`UPDATE work_units SET state = ?, finished_at = ?, progress = 1 WHERE id = ? AND state IN (?, ?, ?)`,
-			outcome, now, w0.ID, store.WUIssued, store.WUExpired, store.WUClosed)
+		claimed, err := q.exec(qClaimWU, outcome, now, w0.ID)
 		if err != nil {
 			return err
 		}
@@ -283,36 +294,24 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		if outcome == protocol.OutcomeAccepted && len(data) > 0 {
 			inline = data
 		}
-		if _, err := q.exec(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, sha256, size, outcome, reason,
-			samples, loss, norm, credit, created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)`,
-			w0.ID, w0.HostID, w0.CampaignID, w0.Round, sha, size, outcome, meta.Samples, meta.Loss, norm, credit, now, inline); err != nil {
+		if _, err := q.exec(qInsertResult, w0.ID, w0.HostID, w0.CampaignID, w0.Round, sha, size, outcome, meta.Samples, meta.Loss, norm, credit, now, inline); err != nil {
 			return err
 		}
-		if _, err := q.exec(`UPDATE hosts SET results_valid = results_valid + 1, credit = credit + ?, last_contact = ? WHERE id = ?`,
-			credit, now, w0.HostID); err != nil {
+		if _, err := q.exec(qCreditHost, credit, now, w0.HostID); err != nil {
 			return err
 		}
 		resp = &protocol.ResultResponse{Outcome: outcome, Round: w0.Round, Credit: credit}
 		if outcome == protocol.OutcomeLate {
 			outErr = lateError(w0)
-			_, err := q.exec(`UPDATE rounds SET late = late + 1 WHERE campaign_id = ? AND round = ?`, w0.CampaignID, w0.Round)
+			_, err := q.exec(qRoundLate, w0.CampaignID, w0.Round)
 			return err
 		}
-		if _, err := q.exec(`UPDATE rounds SET accepted = accepted + 1, samples_trained = samples_trained + ? WHERE campaign_id = ? AND round = ?`,
-			meta.Samples, w0.CampaignID, w0.Round); err != nil {
+		if _, err := q.exec(qRoundAccepted, meta.Samples, w0.CampaignID, w0.Round); err != nil {
 			return err
 		}
 		if r.Accepted+1 >= r.Needed {
-			var c store.Campaign
-			if err := tx.Take(&c, w0.CampaignID).Error; err != nil {
-				return err
-			}
-			full, err := s.lockRound(tx, w0.CampaignID, w0.Round)
-			if err != nil {
-				return err
-			}
-			cl, err = s.closeRound(tx, &c, ci, full)
-			return err
+			closing = true
+			return s.markClosed(q, w0.CampaignID, w0.Round, now)
 		}
 		return nil
 	})
@@ -325,19 +324,94 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 	if resp != nil && resp.Outcome == protocol.OutcomeLate && !resp.Replayed && data == nil {
 		s.gcBlobs(ctx, sha)
 	}
-	if cl != nil {
-		s.afterClose(ctx, cl)
+	if closing {
+		// The result is committed whatever happens now: a close that fails here is
+		// finished by the next Tick or by Recover.
+		if err := s.finishClose(ctx, w0.CampaignID, w0.Round); err != nil {
+			s.log.Error("round close", "campaign", w0.CampaignID, "round", w0.Round, "err", err)
+		}
 	}
 	return resp, outErr
 }
 
-// closeRound folds the round's accepted deltas into W(r+1), stores it, closes round r
-// and opens round r+1 (or finishes the campaign), all inside tx. The deltas are read
-// from their blobs one at a time, so memory stays one running sum.
-func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo, r *store.Round) (*closed, error) {
+// Queries of a round close.
+var (
+	qCloseRound = txQuery(`UPDATE rounds SET state = '` + store.RoundClosed + `', closed_at = ? WHERE campaign_id = ? AND round = ?`)
+	qCloseWUs   = txQuery(`UPDATE work_units SET state = '` + store.WUClosed + `' WHERE campaign_id = ? AND round = ?
+		AND state IN ('` + store.WUIssued + `', '` + store.WUExpired + `')`)
+)
+
+// markClosed is the first half of a round close, inside the transaction that accepted
+// the quorum's last result: the round is closed (later results are late, never merged)
+// and its unfinished units are closed. Its set of accepted results is final from this
+// commit on, and finishClose folds them into W(r+1) outside any transaction, so the
+// one SQLite writer is never held while a model is summed, written and synced. A round
+// that is closed with no result model yet is a close in progress; Tick and Recover
+// finish it if its first attempt failed or the process died.
+func (s *Scheduler) markClosed(q raw, campaignID int64, round int, now time.Time) error {
+	if _, err := q.exec(qCloseRound, now, campaignID, round); err != nil {
+		return err
+	}
+	_, err := q.exec(qCloseWUs, campaignID, round)
+	return err
+}
+
+// roundKey names a round of a campaign.
+type roundKey struct {
+	campaign int64
+	round    int
+}
+
+// finishClose is the second half of a round close: it folds the closed round's
+// accepted deltas into W(r+1) = W(r) + their mean, makes the model blob durable, then
+// in one short transaction records it, opens round r+1 (or finishes the campaign) and
+// drops the merged deltas' inline bytes. The deltas are read one at a time, so memory
+// stays one running sum. It does nothing for a round that is not closed or already has
+// its model, and at most one call per round runs at a time; since the fold is
+// deterministic, a second attempt writes the same model. A call that finds another
+// running waits for it.
+func (s *Scheduler) finishClose(ctx context.Context, campaignID int64, round int) error {
+	key := roundKey{campaignID, round}
+	s.closeMu.Lock()
+	if running, ok := s.closing[key]; ok {
+		s.closeMu.Unlock()
+		<-running // its caller answers once the close is done, whoever did it
+		return nil
+	}
+	done := make(chan struct{})
+	s.closing[key] = done
+	s.closeMu.Unlock()
+	defer func() {
+		s.closeMu.Lock()
+		delete(s.closing, key)
+		s.closeMu.Unlock()
+		close(done)
+	}()
+	cl, err := s.foldRound(ctx, campaignID, round)
+	if err != nil {
+		return fmt.Errorf("close round %d of campaign %d: %w", round, campaignID, err)
+	}
+	if cl != nil {
+		s.afterClose(ctx, cl)
+	}
+	return nil
+}
+
+func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) (*closed, error) {
 	start := time.Now()
-	rows, err := tx.Model(&store.Result{}).Select("sha256", "samples", "data").
-		Where("campaign_id = ? AND round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Rows()
+	ci, err := s.infoByID(ctx, campaignID)
+	if err != nil {
+		return nil, err
+	}
+	var r store.Round
+	if err := s.read(ctx).Where("campaign_id = ? AND round = ?", campaignID, round).Take(&r).Error; err != nil {
+		return nil, err
+	}
+	if r.State != store.RoundClosed || r.ResultModel != "" {
+		return nil, nil
+	}
+	rows, err := s.read(ctx).Model(&store.Result{}).Select("sha256", "samples", "data").
+		Where("campaign_id = ? AND round = ? AND outcome = ?", campaignID, round, protocol.OutcomeAccepted).Order("id").Rows()
 	if err != nil {
 		return nil, err
 	}
@@ -351,11 +425,11 @@ func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo,
 	} else {
 		sum = weights.NewSum(ci.resolved.Params)
 	}
-	cl := &closed{campaignID: c.ID, round: r.Round}
+	cl := &closed{campaignID: campaignID, round: round}
 	n := 0
 	for rows.Next() {
 		var res store.Result
-		if err := tx.ScanRows(rows, &res); err != nil {
+		if err := s.read(ctx).ScanRows(rows, &res); err != nil {
 			rows.Close()
 			return nil, err
 		}
@@ -371,7 +445,7 @@ func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo,
 		}
 		if err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("close round %d: delta %s: %w", r.Round, res.SHA256, err)
+			return nil, fmt.Errorf("delta %s: %w", res.SHA256, err)
 		}
 		n++
 	}
@@ -379,14 +453,14 @@ func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo,
 		return nil, err
 	}
 	if n == 0 {
-		return nil, fmt.Errorf("close round %d of campaign %d: no accepted result", r.Round, c.ID)
+		return nil, fmt.Errorf("no accepted result")
 	}
 	if !sum.Finite() {
-		return nil, fmt.Errorf("close round %d of campaign %d: the summed deltas are not finite", r.Round, c.ID)
+		return nil, fmt.Errorf("the summed deltas are not finite")
 	}
 	base, err := s.blobs.Open(r.BaseModel)
 	if err != nil {
-		return nil, fmt.Errorf("close round %d: base model: %w", r.Round, err)
+		return nil, fmt.Errorf("base model: %w", err)
 	}
 	defer base.Close()
 	bw, err := s.blobs.Create()
@@ -394,49 +468,75 @@ func (s *Scheduler) closeRound(tx *gorm.DB, c *store.Campaign, ci *campaignInfo,
 		return nil, err
 	}
 	defer bw.Abort()
-	next := r.Round + 1
+	next := round + 1
 	if err := sum.Apply(bw, base, map[string]string{"model": ci.spec.Model, "round": strconv.Itoa(next)}); err != nil {
-		return nil, fmt.Errorf("close round %d: %w", r.Round, err)
+		return nil, err
 	}
 	sha, err := bw.Commit()
 	if err != nil {
 		return nil, err
 	}
-	now := s.now()
-	if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&store.ModelVersion{SHA256: sha, CampaignID: c.ID,
-		Round: next, Size: bw.Size(), CreatedAt: now}).Error; err != nil {
-		return nil, err
-	}
-	if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", c.ID, r.Round).
-		Updates(map[string]any{"state": store.RoundClosed, "result_model": sha, "closed_at": now}).Error; err != nil {
-		return nil, err
-	}
-	if err := tx.Model(&store.Result{}).Where("campaign_id = ? AND round = ? AND COALESCE(length(data), 0) > 0", c.ID, r.Round).
-		Update("data", nil).Error; err != nil {
-		return nil, err
-	}
-	if err := tx.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND state IN ?", c.ID, r.Round,
-		[]string{store.WUIssued, store.WUExpired}).Updates(map[string]any{"state": store.WUClosed}).Error; err != nil {
-		return nil, err
-	}
-	up := map[string]any{"round": next, "model_sha256": sha, "updated_at": now, "message": ""}
-	if next >= ci.spec.Rounds {
-		up["state"] = protocol.StateDone
-		cl.done = true
-	} else {
-		nr := store.Round{CampaignID: c.ID, Round: next, State: store.RoundOpen, BaseModel: sha, Slots: ci.spec.WorkUnitsPerRound,
-			Needed: Needed(ci.spec.Quorum, ci.spec.WorkUnitsPerRound), OpenedAt: now,
-			Deadline: now.Add(time.Duration(ci.spec.RoundDeadline))}
-		if err := tx.Create(&nr).Error; err != nil {
-			return nil, err
+	err = s.tx(ctx, func(tx *gorm.DB) error {
+		cl.done = false
+		now := s.now()
+		res := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ? AND state = ? AND result_model = ''", campaignID, round, store.RoundClosed).
+			Update("result_model", sha)
+		if res.Error != nil {
+			return res.Error
 		}
+		if res.RowsAffected == 0 {
+			return errFinished
+		}
+		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&store.ModelVersion{SHA256: sha, CampaignID: campaignID,
+			Round: next, Size: bw.Size(), CreatedAt: now}).Error; err != nil {
+			return err
+		}
+		if err := tx.Model(&store.Result{}).Where("campaign_id = ? AND round = ? AND COALESCE(length(data), 0) > 0", campaignID, round).
+			Update("data", nil).Error; err != nil {
+			return err
+		}
+		up := map[string]any{"round": next, "model_sha256": sha, "updated_at": now, "message": ""}
+		if next >= ci.spec.Rounds {
+			up["state"] = protocol.StateDone
+			cl.done = true
+		} else {
+			nr := store.Round{CampaignID: campaignID, Round: next, State: store.RoundOpen, BaseModel: sha, Slots: ci.spec.WorkUnitsPerRound,
+				Needed: Needed(ci.spec.Quorum, ci.spec.WorkUnitsPerRound), OpenedAt: now,
+				Deadline: now.Add(time.Duration(ci.spec.RoundDeadline))}
+			if err := tx.Create(&nr).Error; err != nil {
+				return err
+			}
+		}
+		return tx.Model(&store.Campaign{}).Where("id = ? AND round = ?", campaignID, round).Updates(up).Error
+	})
+	if errors.Is(err, errFinished) {
+		return nil, nil
 	}
-	if err := tx.Model(&store.Campaign{}).Where("id = ?", c.ID).Updates(up).Error; err != nil {
+	if err != nil {
 		return nil, err
 	}
 	cl.model = sha
 	cl.took = time.Since(start)
 	return cl, nil
+}
+
+// errFinished rolls back a second attempt at a close another attempt finished.
+var errFinished = errors.New("round close already finished")
+
+// finishPending finishes the closes in progress that no call is running: a close
+// whose first attempt failed, or that a killed process left.
+func (s *Scheduler) finishPending(ctx context.Context) error {
+	var rs []store.Round
+	if err := s.read(ctx).Select("campaign_id", "round").Where("state = ? AND result_model = ''", store.RoundClosed).
+		Order("campaign_id, round").Find(&rs).Error; err != nil {
+		return err
+	}
+	for _, r := range rs {
+		if err := s.finishClose(ctx, r.CampaignID, r.Round); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Scheduler) foldBlob(sum *weights.Sum, sha, dtype string, weight float64) error {
@@ -452,6 +552,7 @@ func (s *Scheduler) foldBlob(sum *weights.Sum, sha, dtype string, weight float64
 }
 
 func (s *Scheduler) afterClose(ctx context.Context, cl *closed) {
+	s.campaignsChanged()
 	s.cfg.Counters.RoundClosed()
 	s.log.Info("round closed", "campaign", cl.campaignID, "round", cl.round, "merged", len(cl.deltas),
 		"model", cl.model[:12], "took", cl.took.Round(time.Millisecond), "campaign_done", cl.done)
@@ -462,7 +563,7 @@ func (s *Scheduler) afterClose(ctx context.Context, cl *closed) {
 }
 
 // gcBlobs removes delta blobs no longer needed: not a model version and not an accepted
-// result of a round still open.
+// result of a round still open or being closed.
 func (s *Scheduler) gcBlobs(ctx context.Context, shas ...string) {
 	if len(shas) == 0 {
 		return
@@ -470,7 +571,7 @@ func (s *Scheduler) gcBlobs(ctx context.Context, shas ...string) {
 	var keep []string
 	err := s.read(ctx).Raw(`SELECT sha256 FROM model_versions WHERE sha256 IN ?
 		UNION SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
-		WHERE r.sha256 IN ? AND r.outcome = ? AND o.state <> ?`, shas, shas, protocol.OutcomeAccepted, store.RoundClosed).Scan(&keep).Error
+		WHERE r.sha256 IN ? AND r.outcome = ? AND (o.state <> ? OR o.result_model = '')`, shas, shas, protocol.OutcomeAccepted, store.RoundClosed).Scan(&keep).Error
 	if err != nil {
 		s.log.Warn("blob collection", "err", err)
 		return

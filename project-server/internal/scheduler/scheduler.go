@@ -89,8 +89,20 @@ type Scheduler struct {
 	sumMu  sync.Mutex // held by the round close using sumBuf
 	sumBuf []float64
 
+	closeMu sync.Mutex
+	closing map[roundKey]chan struct{} // rounds a finishClose call is folding; closed when it returns
+
 	specMu sync.Mutex
 	specs  map[int64]*campaignInfo // campaign id -> resolved model, cached
+
+	stmts stmtCache // the hot transactions' statements, prepared by Prepare
+
+	campMu      sync.Mutex // guards the cached list of running campaigns
+	campGen     uint64     // bumped by campaignsChanged
+	campList    []store.Campaign
+	campListGen uint64
+	campAt      time.Time
+	campOK      bool
 }
 
 // New returns a scheduler. Call Recover once before serving.
@@ -118,7 +130,8 @@ func New(db *store.DB, blobs *blob.Store, cfg Config) *Scheduler {
 		data = datasets.NewCache(cfg.Datasets)
 	}
 	return &Scheduler{db: db, blobs: blobs, cfg: cfg, data: data, log: cfg.Log,
-		hosts: map[string]int64{}, touched: map[int64]touchMark{}, sizes: map[string]int64{}, timing: map[int64]roundTiming{}, specs: map[int64]*campaignInfo{}}
+		hosts: map[string]int64{}, touched: map[int64]touchMark{}, sizes: map[string]int64{}, timing: map[int64]roundTiming{}, specs: map[int64]*campaignInfo{},
+		closing: map[roundKey]chan struct{}{}}
 }
 
 // DB returns the scheduler's database (for read-only reports such as metrics).

@@ -14,7 +14,8 @@ import (
 // Tick does the time-driven transitions: work units past their deadline become expired
 // (their slots can be reissued) and running rounds past their round deadline are marked
 // stuck, with the reason on the campaign and in the log. A stuck round still accepts
-// results and closes when it reaches its quorum.
+// results and closes when it reaches its quorum. It also finishes round closes whose
+// first attempt failed (see markClosed).
 func (s *Scheduler) Tick(ctx context.Context) error {
 	now := s.now()
 	db := s.db.WithContext(ctx)
@@ -44,6 +45,9 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 		}
 		s.log.Warn("round stuck", "campaign", r.CampaignID, "round", r.Round, "accepted", r.Accepted, "needed", r.Needed)
 	}
+	if err := s.finishPending(ctx); err != nil {
+		return fmt.Errorf("tick: finish round closes: %w", err)
+	}
 	return nil
 }
 
@@ -63,38 +67,32 @@ func (s *Scheduler) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// Recover runs once at start, before serving: it closes any round that holds its quorum
-// but is still open, and removes blobs no row needs (temporaries of uploads whose
+// Recover runs once at start, before serving: it prepares the hot statements, closes
+// any round that holds its quorum but is still open, finishes the round closes a
+// killed process left, and removes blobs no row needs (temporaries of uploads whose
 // transaction never committed, deltas already merged, late deltas).
 func (s *Scheduler) Recover(ctx context.Context) error {
+	if err := s.Prepare(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
 	var rs []store.Round
 	if err := s.db.WithContext(ctx).Where("state <> ? AND accepted >= needed", store.RoundClosed).Find(&rs).Error; err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, r0 := range rs {
-		var cl *closed
 		err := s.tx(ctx, func(tx *gorm.DB) error {
 			r, err := s.lockRound(tx, r0.CampaignID, r0.Round)
 			if err != nil || r.State == store.RoundClosed || r.Accepted < r.Needed {
 				return err
 			}
-			var c store.Campaign
-			if err := tx.Take(&c, r.CampaignID).Error; err != nil {
-				return err
-			}
-			ci, err := s.info(&c)
-			if err != nil {
-				return err
-			}
-			cl, err = s.closeRound(tx, &c, ci, r)
-			return err
+			return s.markClosed(s.raw(tx), r.CampaignID, r.Round, s.now())
 		})
 		if err != nil {
 			return fmt.Errorf("recover: close round %d of campaign %d: %w", r0.Round, r0.CampaignID, err)
 		}
-		if cl != nil {
-			s.afterClose(ctx, cl)
-		}
+	}
+	if err := s.finishPending(ctx); err != nil {
+		return fmt.Errorf("recover: %w", err)
 	}
 	names, err := s.blobs.List()
 	if err != nil {
@@ -107,7 +105,7 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 	}
 	var deltas []string
 	if err := s.db.WithContext(ctx).Raw(`SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
-		WHERE r.outcome = ? AND o.state <> ? AND COALESCE(length(r.data), 0) = 0`, protocol.OutcomeAccepted, store.RoundClosed).Scan(&deltas).Error; err != nil {
+		WHERE r.outcome = ? AND (o.state <> ? OR o.result_model = '') AND COALESCE(length(r.data), 0) = 0`, protocol.OutcomeAccepted, store.RoundClosed).Scan(&deltas).Error; err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
 	for _, n := range append(models, deltas...) {

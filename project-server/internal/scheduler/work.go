@@ -24,13 +24,13 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 	if err := s.touch(ctx, hostID, req.GFLOPS); err != nil {
 		return nil, fmt.Errorf("request work: %w", err)
 	}
-	var campaigns []store.Campaign
-	if err := s.read(ctx).Where("state = ?", protocol.StateRunning).Order("id").Find(&campaigns).Error; err != nil {
+	campaigns, err := s.running(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("request work: %w", err)
 	}
 	for i := range campaigns {
 		c := &campaigns[i]
-		ci, err := s.info(c)
+		ci, err := s.infoByID(ctx, c.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -52,6 +52,60 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 		wait = s.retryHint(ctx, campaigns)
 	}
 	return &protocol.WorkResponse{RetryAfterSeconds: max(1, int(wait/time.Second)), Message: msg}, nil
+}
+
+// qRunning lists the running campaigns with what issuing needs of them. States are
+// literals, not parameters: SQLite recompiles a statement whenever a parameter that
+// could select a partial index is bound again.
+const qRunning = `SELECT id, round, manifest_version FROM campaigns WHERE state = '` + protocol.StateRunning + `' ORDER BY id`
+
+// runningTTL bounds how long the list of running campaigns is reused even when no
+// change was signalled.
+const runningTTL = time.Second
+
+// running returns the running campaigns, oldest first, with only ID, Round and
+// ManifestVersion filled: the rest of a campaign is in its cached campaignInfo. The list
+// is reused until campaignsChanged is called (or runningTTL passes); callers must not
+// modify it.
+func (s *Scheduler) running(ctx context.Context) ([]store.Campaign, error) {
+	s.campMu.Lock()
+	if s.campOK && s.campListGen == s.campGen && time.Since(s.campAt) < runningTTL {
+		list := s.campList
+		s.campMu.Unlock()
+		return list, nil
+	}
+	gen := s.campGen
+	s.campMu.Unlock()
+	rows, err := s.raw(s.read(ctx)).rows(qRunning)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Campaign
+	for rows.Next() {
+		var c store.Campaign
+		if err := rows.Scan(&c.ID, &c.Round, &c.ManifestVersion); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	s.campMu.Lock()
+	if gen == s.campGen {
+		s.campList, s.campListGen, s.campAt, s.campOK = out, gen, time.Now(), true
+	}
+	s.campMu.Unlock()
+	return out, nil
+}
+
+// campaignsChanged drops the cached list of running campaigns. Every commit that
+// changes a campaign's state or round calls it.
+func (s *Scheduler) campaignsChanged() {
+	s.campMu.Lock()
+	s.campGen++
+	s.campMu.Unlock()
 }
 
 // retryHint says how long a host without work should wait when every unit of the
@@ -118,11 +172,12 @@ func (s *Scheduler) hintBasis(ctx context.Context, campaignID int64, round int) 
 func (s *Scheduler) waitingHosts(ctx context.Context, campaignID int64, round int, now time.Time) (int64, error) {
 	window := 2 * max(s.cfg.RetryAfter, touchEvery)
 	var n int64
-	err := s.read(ctx).Model(&store.Host{}).
-		Where("detached = ? AND last_contact >= ? AND id NOT IN (SELECT host_id FROM work_units WHERE campaign_id = ? AND round = ?)",
-			false, now.Add(-window), campaignID, round).Count(&n).Error
+	err := s.raw(s.read(ctx)).row(qWaitingHosts, false, now.Add(-window), campaignID, round).Scan(&n)
 	return n, err
 }
+
+const qWaitingHosts = `SELECT COUNT(*) FROM hosts WHERE detached = ? AND last_contact >= ?
+	AND id NOT IN (SELECT host_id FROM work_units WHERE campaign_id = ? AND round = ?)`
 
 // touchEvery is how stale a host's last_contact may get before a request rewrites it.
 const touchEvery = 30 * time.Second
@@ -162,27 +217,60 @@ type touchMark struct {
 	known  bool // gflops is the stored value
 }
 
+// Queries of issue (states are literals, see qRunning). qRoundOfHost reads the round and the units the host holds in it
+// in one statement (a round row per unit, or one with NULL unit columns).
+const (
+	qRoundOfHost = `SELECT r.state, r.base_model, r.slots, r.next_slot, w.id, w.state, w.deadline, w.seed, w.fragment_count, w.flops
+		FROM rounds r LEFT JOIN work_units w ON w.campaign_id = r.campaign_id AND w.round = r.round AND w.host_id = ?
+		WHERE r.campaign_id = ? AND r.round = ?`
+	qReissuable = `SELECT COUNT(*) FROM (SELECT 1 FROM work_units WHERE campaign_id = ? AND round = ?
+		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
+)
+
+var (
+	qClaimSlot = txQuery(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
+		WHERE campaign_id = ? AND round = ? AND state <> '` + store.RoundClosed + `' AND next_slot < slots RETURNING next_slot`)
+	qInsertWU = txQuery(`INSERT INTO work_units (campaign_id, round, slot, attempt, host_id, seed, fragment_count, flops, state,
+		issued_at, deadline, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) RETURNING id`)
+)
+
+// roundOfHost reads a round and the host's units in it; found is false when the
+// round does not exist.
+func (s *Scheduler) roundOfHost(ctx context.Context, campaignID int64, round int, hostID int64) (r store.Round, mine []store.WorkUnit, found bool, err error) {
+	rows, err := s.raw(s.read(ctx)).rows(qRoundOfHost, hostID, campaignID, round)
+	if err != nil {
+		return r, nil, false, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			id, seed, flops sql.NullInt64
+			count           sql.NullInt64
+			state           sql.NullString
+			deadline        sql.Null[time.Time]
+		)
+		if err := rows.Scan(&r.State, &r.BaseModel, &r.Slots, &r.NextSlot, &id, &state, &deadline, &seed, &count, &flops); err != nil {
+			return r, nil, false, err
+		}
+		found = true
+		if id.Valid {
+			mine = append(mine, store.WorkUnit{ID: id.Int64, CampaignID: campaignID, Round: round, HostID: hostID,
+				State: state.String, Deadline: deadline.V, Seed: seed.Int64, FragmentCount: int(count.Int64), FLOPs: flops.Int64})
+		}
+	}
+	return r, mine, found, rows.Err()
+}
+
 // issue picks a slot of the campaign's current round for the host. Fresh slots are
 // taken with one conditional UPDATE; only when every slot is out does it look for units
 // past their deadline to reissue.
 func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, ci *campaignInfo) (*protocol.WorkUnit, error) {
 	now := s.now()
-	rd := s.read(ctx)
-	var r store.Round
-	if err := rd.Where("campaign_id = ? AND round = ?", c.ID, c.Round).Take(&r).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return nil, nil
-		}
+	r, mine, found, err := s.roundOfHost(ctx, c.ID, c.Round, hostID)
+	if err != nil || !found || r.State == store.RoundClosed {
 		return nil, err
-	}
-	if r.State == store.RoundClosed {
-		return nil, nil
 	}
 	// A live unit of this round held by this host is answered again.
-	var mine []store.WorkUnit
-	if err := rd.Where("campaign_id = ? AND round = ? AND host_id = ?", c.ID, c.Round, hostID).Find(&mine).Error; err != nil {
-		return nil, err
-	}
 	for i := range mine {
 		if mine[i].State == store.WUIssued && mine[i].Deadline.After(now) {
 			return s.describe(ctx, c, ci, r.BaseModel, &mine[i]), nil
@@ -192,8 +280,7 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		// Every slot is out: a reissue needs a unit past its deadline or released by
 		// a host that detached.
 		var n int64
-		if err := rd.Model(&store.WorkUnit{}).Where("campaign_id = ? AND round = ? AND (state IN ? OR (state = ? AND deadline <= ?))",
-			c.ID, c.Round, []string{store.WUExpired, store.WUAborted}, store.WUIssued, now).Limit(1).Count(&n).Error; err != nil {
+		if err := s.raw(s.read(ctx)).row(qReissuable, c.ID, c.Round, now).Scan(&n); err != nil {
 			return nil, err
 		}
 		if n == 0 {
@@ -222,9 +309,7 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		slot, attempt := -1, 0
 		q := s.raw(tx)
 		var next int
-		err := q.row(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
-			WHERE campaign_id = ? AND round = ? AND state <> ? AND next_slot < slots RETURNING next_slot`,
-			c.ID, c.Round, store.RoundClosed).Scan(&next)
+		err := q.row(qClaimSlot, c.ID, c.Round).Scan(&next)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -273,9 +358,7 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 			Seed: int64(wuSeed(ci.spec.Seed, c.Round, slot)), FragmentCount: count,
 			FLOPs: int64(count) * int64(ci.spec.Hyper.Epochs) * 3 * ci.resolved.FLOPs,
 			State: store.WUIssued, IssuedAt: now, Deadline: now.Add(time.Duration(ci.spec.WUDeadline))}
-		return q.row(`INSERT INTO work_units (campaign_id, round, slot, attempt, host_id, seed, fragment_count, flops, state,
-			issued_at, deadline, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) RETURNING id`,
-			w.CampaignID, w.Round, w.Slot, w.Attempt, w.HostID, w.Seed, w.FragmentCount, w.FLOPs, w.State,
+		return q.row(qInsertWU, w.CampaignID, w.Round, w.Slot, w.Attempt, w.HostID, w.Seed, w.FragmentCount, w.FLOPs, w.State,
 			w.IssuedAt, w.Deadline).Scan(&w.ID)
 	})
 	if err != nil || w == nil {
@@ -414,10 +497,12 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hostID, wuID int64, req *prot
 }
 
 // ownWU loads a work unit and checks that the host holds it.
-func (s *Scheduler) ownWU(tx *gorm.DB, hostID, wuID int64) (*store.WorkUnit, error) {
+func (s *Scheduler) ownWU(db *gorm.DB, hostID, wuID int64) (*store.WorkUnit, error) {
 	var w store.WorkUnit
-	if err := tx.Take(&w, wuID).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
+	err := s.raw(db).row(qWorkUnit, wuID).Scan(&w.ID, &w.CampaignID, &w.Round, &w.Slot, &w.Attempt, &w.HostID, &w.Seed,
+		&w.FragmentCount, &w.FLOPs, &w.State, &w.IssuedAt, &w.Deadline, &w.Progress, &w.FinishedAt)
+	if err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
 			return nil, fail(protocol.CodeNotFound, "work unit %d does not exist", wuID)
 		}
 		return nil, err
@@ -427,3 +512,6 @@ func (s *Scheduler) ownWU(tx *gorm.DB, hostID, wuID int64) (*store.WorkUnit, err
 	}
 	return &w, nil
 }
+
+var qWorkUnit = txQuery(`SELECT id, campaign_id, round, slot, attempt, host_id, seed, fragment_count, flops, state,
+	issued_at, deadline, progress, finished_at FROM work_units WHERE id = ?`)

@@ -3,6 +3,8 @@ package server_test
 import (
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -380,4 +382,100 @@ func TestLRDecay(t *testing.T) {
 			t.Fatalf("campaign after its rounds: state %s hyper %+v", c.State, c.Spec.Hyper)
 		}
 	})
+}
+
+// TestCloseFinishedLater: a round close is two steps, the quorum's last result closing
+// the round in its own transaction and the fold into W(r+1) after it. When the fold
+// fails (here: the base model's blob is missing), the result is still acknowledged and
+// kept; the next Tick, or Recover after a restart, finishes the close with
+// W(r+1) = W(r) + mean(deltas) exactly, and nothing is merged twice.
+func TestCloseFinishedLater(t *testing.T) {
+	for _, model := range []string{"tiny", "small"} { // deltas kept in rows, and in blob files
+		for _, finish := range []string{"tick", "restart"} {
+			t.Run(model+"/"+finish, func(t *testing.T) { testCloseFinishedLater(t, model, finish) })
+		}
+	}
+}
+
+func testCloseFinishedLater(t *testing.T, model, finish string) {
+	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
+		e := newEnv(t, dsn)
+		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 4, Rounds: 2, Model: model, Start: true})
+		toks := []string{e.host(1), e.host(2), e.host(3), e.host(4)}
+		var wus []*protocol.WorkUnit
+		for _, tok := range toks {
+			wus = append(wus, e.work(tok))
+		}
+		ps := params(t, wus[0])
+		w0 := decodeModel(t, e.blob(toks[0], c.ModelSHA256))
+		var deltas [][]tensor.Named
+		for i := 0; i < 3; i++ {
+			if i == 2 {
+				hideBlob(t, e, c.ModelSHA256)
+			}
+			d := delta(ps, uint64(10+i), 0.02)
+			deltas = append(deltas, d)
+			var res protocol.ResultResponse
+			e.must(e.upload(toks[i], wus[i].ID, encode(t, d, weights.F32), nil), http.StatusOK, &res)
+			if res.Outcome != protocol.OutcomeAccepted {
+				t.Fatalf("result %d: %+v", i, res)
+			}
+		}
+		rs := e.rounds(c.ID)
+		if len(rs) != 1 || rs[0].State != "closed" || rs[0].ResultModel != "" || rs[0].Accepted != 3 {
+			t.Fatalf("after a failed fold: rounds %+v, want round 0 closed with 3 accepted and no model yet", rs)
+		}
+		if w := e.work(toks[3]); w != nil && w.Round == 0 {
+			t.Fatalf("host 3 got work unit %d of the closed round", w.ID)
+		}
+		// The fourth result arrives while the close is pending: late, not merged.
+		r := e.upload(toks[3], wus[3].ID, encode(t, delta(ps, 13, 0.02), weights.F32), nil)
+		if r.status != http.StatusConflict || r.code() != protocol.CodeLate {
+			t.Fatalf("result for a closing round: HTTP %d %s, want 409 late", r.status, r.body)
+		}
+		unhideBlob(t, e, c.ModelSHA256)
+		if finish == "tick" {
+			if err := e.srv.Sched.Tick(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			e.restart()
+		}
+		c = e.campaign(c.ID)
+		rs = e.rounds(c.ID)
+		if c.Round != 1 || len(rs) != 2 || rs[0].ResultModel != c.ModelSHA256 || rs[1].State != "open" || rs[0].Accepted != 3 || rs[0].Late != 1 {
+			t.Fatalf("after the close was finished: campaign round %d model %s, rounds %+v", c.Round, c.ModelSHA256, rs)
+		}
+		checkModel(t, decodeModel(t, e.blob(toks[0], c.ModelSHA256)), expectMean(w0, deltas))
+		// A second pass finds nothing to do.
+		if err := e.srv.Sched.Tick(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if again := e.campaign(c.ID); again.Round != 1 || again.ModelSHA256 != c.ModelSHA256 {
+			t.Fatalf("a second tick changed the campaign: %+v", again)
+		}
+	})
+}
+
+// hideBlob moves a blob out of the store, so reading it fails; unhideBlob puts it back.
+func hideBlob(t *testing.T, e *env, sha string) {
+	t.Helper()
+	p, err := e.srv.Blobs.Path(sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(p, filepath.Join(e.dataDir, "hidden-"+sha)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func unhideBlob(t *testing.T, e *env, sha string) {
+	t.Helper()
+	p, err := e.srv.Blobs.Path(sha)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(e.dataDir, "hidden-"+sha), p); err != nil {
+		t.Fatal(err)
+	}
 }
