@@ -41,21 +41,28 @@ func BenchmarkKernels(b *testing.B) {
 				}
 			}
 		})
-		b.Run(c.name+"/conv-fwd", func(b *testing.B) {
-			bias := make([]float32, l.Filters)
-			for b.Loop() {
-				convForward(l, w, bias, x, y, cols, planes, false)
-			}
-		})
-		b.Run(c.name+"/conv-bwd", func(b *testing.B) {
-			gb := make([]float32, l.Filters)
-			gw := make([]float32, len(w))
-			dcols := make([]float32, len(cols))
-			dplanes := make([]float32, len(planes))
-			for b.Loop() {
-				convBackward(l, w, x, y, gw, gb, x, cols, dcols, planes, dplanes)
-			}
-		})
+		pw := newPackedWeights(l, true)
+		pw.pack(l, w, true)
+		for _, v := range []struct {
+			name string
+			pw   *packedWeights
+		}{{"MatMul", nil}, {"MulPacked", pw}} {
+			b.Run(c.name+"/conv-fwd-"+v.name, func(b *testing.B) {
+				bias := make([]float32, l.Filters)
+				for b.Loop() {
+					convForward(l, v.pw, w, bias, x, y, cols, planes, false)
+				}
+			})
+			b.Run(c.name+"/conv-bwd-"+v.name, func(b *testing.B) {
+				gb := make([]float32, l.Filters)
+				gw := make([]float32, len(w))
+				dcols := make([]float32, len(cols))
+				dplanes := make([]float32, len(planes))
+				for b.Loop() {
+					convBackward(l, v.pw, w, x, y, gw, gb, x, cols, dcols, planes, dplanes)
+				}
+			})
+		}
 		b.Run(c.name+"/gemm-fwd", func(b *testing.B) {
 			for b.Loop() {
 				gemm.MatMul(false, false, f, p, k, w, k, cols, p, 0, y, p)

@@ -28,36 +28,79 @@ func colsSize(l *layerInfo) int {
 	return l.in.C * l.Kernel * l.Kernel * chunkRows(l) * l.out.W
 }
 
+// packedWeights are a conv layer's weights packed for gemm.MulPacked: W (f x Cin*k*k)
+// for the forward product and, when the layer passes a gradient down, W^T for the
+// input gradient. The workspace packs them once per batch, before the samples run.
+type packedWeights struct {
+	w, wt       gemm.PackedA
+	wBuf, wtBuf []float32
+}
+
+// newPackedWeights allocates the packing buffers of layer l; withT adds W^T's.
+func newPackedWeights(l *layerInfo, withT bool) *packedWeights {
+	f, k := l.Filters, l.in.C*l.Kernel*l.Kernel
+	pw := &packedWeights{wBuf: make([]float32, gemm.PackASize(f, k))}
+	if withT {
+		pw.wtBuf = make([]float32, gemm.PackASize(k, f))
+	}
+	return pw
+}
+
+// pack packs wt (f x Cin*k*k) into pw.w and, with transposed, into pw.wt as well.
+func (pw *packedWeights) pack(l *layerInfo, wt []float32, transposed bool) {
+	f, k := l.Filters, l.in.C*l.Kernel*l.Kernel
+	pw.w = gemm.PackAInto(pw.wBuf, false, f, k, wt, k)
+	if transposed {
+		pw.wt = gemm.PackAInto(pw.wtBuf, true, k, f, wt, k)
+	}
+}
+
+// usePackedConv reports whether convolutions use the trainer's own packed GEMM
+// (gemm.MulPacked, with the bias and ReLU fused into it) rather than gemm.MatMul. It
+// does wherever its kernel is the AVX-512 one, which measured 10-45% faster than
+// OpenBLAS on every conv product of the shipped models, and wherever there is no
+// OpenBLAS to compare with.
+func usePackedConv() bool { return gemm.Kernel() == "avx512" || gemm.Backend() != "openblas" }
+
 // convForward computes y = W * im2col(x) + b, followed by max(0, .) when fuseReLU.
-// The bias is written first and the product added to it, which saves the pass over y
-// that a separate bias addition (or the BLAS zeroing y for beta = 0) would cost.
-// cols holds one chunk of the patch matrix, planes the phase planes of x.
-func convForward(l *layerInfo, wt, b, x, y, cols, planes []float32, fuseReLU bool) {
+// cols holds one chunk of the patch matrix, planes the phase planes of x. With pw (the
+// packed W) the product runs in gemm.MulPacked, which adds the bias and applies the
+// ReLU as it stores y; without, in gemm.MatMul, onto y filled with the bias first
+// (which saves the pass over y a separate bias addition would cost).
+func convForward(l *layerInfo, pw *packedWeights, wt, b, x, y, cols, planes []float32, fuseReLU bool) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
 	toPhases(l, x, planes)
-	for i := 0; i < f; i++ {
-		row, bi := y[i*p:(i+1)*p], b[i]
-		for j := range row {
-			row[j] = bi
+	if pw == nil {
+		for i := 0; i < f; i++ {
+			row, bi := y[i*p:(i+1)*p], b[i]
+			for j := range row {
+				row[j] = bi
+			}
 		}
 	}
+	ep := gemm.Epilogue{Bias: b, ReLU: fuseReLU}
 	rows, oh, ow := chunkRows(l), l.out.H, l.out.W
 	for oy0 := 0; oy0 < oh; oy0 += rows {
 		oy1 := min(oh, oy0+rows)
 		pc := (oy1 - oy0) * ow
 		c := cols[:k*pc]
 		im2colRows(l, planes, c, oy0, oy1)
+		if pw != nil {
+			gemm.MulPacked(&pw.w, false, pc, c, pc, 0, y[oy0*ow:], p, ep, nil)
+			continue
+		}
 		gemm.MatMul(false, false, f, pc, k, wt, k, c, pc, 1, y[oy0*ow:], p)
 	}
-	if fuseReLU {
+	if fuseReLU && pw == nil {
 		relu(y[:f*p])
 	}
 }
 
 // convBackward adds this sample's weight and bias gradients into gw and gb and, when dx
 // is not nil, writes the input gradient. cols and dcols hold one chunk of the patch
-// matrix and its gradient; planes and dplanes the phase planes of x and of dx.
-func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols, planes, dplanes []float32) {
+// matrix and its gradient; planes and dplanes the phase planes of x and of dx. With pw
+// (its W^T packed when dx is not nil) the products run in the trainer's own GEMM.
+func convBackward(l *layerInfo, pw *packedWeights, wt, x, dy, gw, gb, dx, cols, dcols, planes, dplanes []float32) {
 	f, k, p := l.Filters, l.in.C*l.Kernel*l.Kernel, l.out.H*l.out.W
 	toPhases(l, x, planes)
 	for i := 0; i < f; i++ {
@@ -76,10 +119,18 @@ func convBackward(l *layerInfo, wt, x, dy, gw, gb, dx, cols, dcols, planes, dpla
 		pc := (oy1 - oy0) * ow
 		c := cols[:k*pc]
 		im2colRows(l, planes, c, oy0, oy1)
-		gemm.MatMul(false, true, f, k, pc, dy[oy0*ow:], p, c, pc, 1, gw, k)
+		if pw != nil {
+			gemm.MatMulAsm(false, true, f, k, pc, dy[oy0*ow:], p, c, pc, 1, gw, k)
+		} else {
+			gemm.MatMul(false, true, f, k, pc, dy[oy0*ow:], p, c, pc, 1, gw, k)
+		}
 		if dx != nil {
 			dc := dcols[:k*pc]
-			gemm.MatMul(true, false, k, pc, f, wt, k, dy[oy0*ow:], p, 0, dc, pc)
+			if pw != nil {
+				gemm.MulPacked(&pw.wt, false, pc, dy[oy0*ow:], p, 0, dc, pc, gemm.Epilogue{}, nil)
+			} else {
+				gemm.MatMul(true, false, k, pc, f, wt, k, dy[oy0*ow:], p, 0, dc, pc)
+			}
 			col2imRows(l, dc, dplanes, oy0, oy1)
 		}
 	}

@@ -52,6 +52,9 @@ func (ws *Workspace) buildLayers() {
 		switch l.Type {
 		case spec.Conv:
 			c := &conv2D{info: l, m: m, x: x, y: y, needDX: i != firstConv}
+			if ws.packedConv {
+				c.pw = newPackedWeights(l, c.needDX)
+			}
 			c.fuseReLU = i+1 < n && m.layers[i+1].Type == spec.ReLU && !(i+2 < n && m.layers[i+2].Type == spec.MaxPool)
 			ws.layers[i] = c
 		case spec.ReLU:
@@ -87,15 +90,24 @@ type conv2D struct {
 	info     *layerInfo
 	m        *Model
 	x, y     []float32
-	fuseReLU bool // apply the following ReLU here
-	needDX   bool // false for the first conv: nothing needs the input gradient
+	fuseReLU bool           // apply the following ReLU here
+	needDX   bool           // false for the first conv: nothing needs the input gradient
+	pw       *packedWeights // nil when the conv runs on gemm.MatMul
+}
+
+// packWeights packs the layer's current weights for the samples of one batch; W^T
+// too when training and the input gradient is needed.
+func (c *conv2D) packWeights(train bool) {
+	if c.pw != nil {
+		c.pw.pack(c.info, c.m.params[c.info.w].T.Data, train && c.needDX)
+	}
 }
 
 func (c *conv2D) forward(p *pass, lo, hi int) {
 	xs, ys := c.info.in.Size(), c.info.out.Size()
 	wt, b := c.m.params[c.info.w].T.Data, c.m.params[c.info.b].T.Data
 	for s := lo; s < hi; s++ {
-		convForward(c.info, wt, b, c.x[s*xs:(s+1)*xs], c.y[s*ys:(s+1)*ys], p.w.cols, p.w.planes, c.fuseReLU)
+		convForward(c.info, c.pw, wt, b, c.x[s*xs:(s+1)*xs], c.y[s*ys:(s+1)*ys], p.w.cols, p.w.planes, c.fuseReLU)
 	}
 }
 
@@ -108,7 +120,7 @@ func (c *conv2D) backward(p *pass, lo, hi int, dy, dx []float32) []float32 {
 		if c.needDX {
 			d = dx[(s-lo)*xs : (s-lo+1)*xs]
 		}
-		convBackward(c.info, wt, c.x[s*xs:(s+1)*xs], dy[(s-lo)*ys:(s-lo+1)*ys], p.grads[c.info.w], p.grads[c.info.b],
+		convBackward(c.info, c.pw, wt, c.x[s*xs:(s+1)*xs], dy[(s-lo)*ys:(s-lo+1)*ys], p.grads[c.info.w], p.grads[c.info.b],
 			d, w.cols, w.dcols, w.planes, w.dplanes)
 	}
 	return dx

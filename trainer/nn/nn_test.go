@@ -98,42 +98,58 @@ func TestConvBackward(t *testing.T) {
 		{"several strided chunks", 8, 256, 2, 5, 2, 2, true},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			oh := (tc.size+2*tc.p-tc.k)/tc.s + 1
-			l := &layerInfo{Layer: spec.Layer{Type: spec.Conv, Filters: tc.f, Kernel: tc.k, Stride: tc.s, Pad: tc.p},
-				in: spec.Shape{C: tc.cin, H: tc.size, W: tc.size}, out: spec.Shape{C: tc.f, H: oh, W: oh}}
-			rng := rand.New(rand.NewPCG(7, uint64(tc.k)))
-			kk := tc.cin * tc.k * tc.k
-			x := randSlice(rng, l.in.Size(), 1)
-			wt := randSlice(rng, tc.f*kk, 0.5)
-			b := randSlice(rng, tc.f, 0.5)
-			r := randSlice(rng, l.out.Size(), 1)
-			if tc.name == "several im2col chunks" || tc.name == "several strided chunks" {
-				if r := chunkRows(l); r >= l.out.H {
-					t.Fatalf("one chunk of %d rows covers all %d output rows", r, l.out.H)
+		for _, packed := range []bool{false, true} {
+			name := tc.name + "/MatMul"
+			if packed {
+				name = tc.name + "/MulPacked"
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				oh := (tc.size+2*tc.p-tc.k)/tc.s + 1
+				l := &layerInfo{Layer: spec.Layer{Type: spec.Conv, Filters: tc.f, Kernel: tc.k, Stride: tc.s, Pad: tc.p},
+					in: spec.Shape{C: tc.cin, H: tc.size, W: tc.size}, out: spec.Shape{C: tc.f, H: oh, W: oh}}
+				rng := rand.New(rand.NewPCG(7, uint64(tc.k)))
+				kk := tc.cin * tc.k * tc.k
+				x := randSlice(rng, l.in.Size(), 1)
+				wt := randSlice(rng, tc.f*kk, 0.5)
+				b := randSlice(rng, tc.f, 0.5)
+				r := randSlice(rng, l.out.Size(), 1)
+				if tc.name == "several im2col chunks" || tc.name == "several strided chunks" {
+					if r := chunkRows(l); r >= l.out.H {
+						t.Fatalf("one chunk of %d rows covers all %d output rows", r, l.out.H)
+					}
 				}
-			}
-			cols := make([]float32, colsSize(l))
-			planes := make([]float32, phaseSize(l))
-			y := make([]float32, l.out.Size())
-			loss := func() float64 {
-				convForward(l, wt, b, x, y, cols, planes, false)
-				return dot(y, r)
-			}
-			gw := make([]float32, len(wt))
-			gb := make([]float32, len(b))
-			var dx []float32
-			if tc.withDX {
-				dx = make([]float32, len(x))
-			}
-			convBackward(l, wt, x, r, gw, gb, dx, cols, make([]float32, len(cols)), planes, make([]float32, len(planes)))
-			checkGrad(t, "dW", wt, gw, loss, 0.25, 2e-3, 200) // linear in W: a large step has no truncation error
-			checkGrad(t, "db", b, gb, loss, 0.25, 2e-3, 200)
-			if tc.withDX {
-				checkGrad(t, "dx", x, dx, loss, 0.25, 2e-3, 200)
-			}
-		})
+				var pw *packedWeights
+				if packed {
+					pw = newPackedWeights(l, true)
+				}
+				cols := make([]float32, colsSize(l))
+				planes := make([]float32, phaseSize(l))
+				y := make([]float32, l.out.Size())
+				loss := func() float64 {
+					if pw != nil {
+						pw.pack(l, wt, false) // checkGrad moves the weights
+					}
+					convForward(l, pw, wt, b, x, y, cols, planes, false)
+					return dot(y, r)
+				}
+				gw := make([]float32, len(wt))
+				gb := make([]float32, len(b))
+				var dx []float32
+				if tc.withDX {
+					dx = make([]float32, len(x))
+				}
+				if pw != nil {
+					pw.pack(l, wt, true)
+				}
+				convBackward(l, pw, wt, x, r, gw, gb, dx, cols, make([]float32, len(cols)), planes, make([]float32, len(planes)))
+				checkGrad(t, "dW", wt, gw, loss, 0.25, 2e-3, 200) // linear in W: a large step has no truncation error
+				checkGrad(t, "db", b, gb, loss, 0.25, 2e-3, 200)
+				if tc.withDX {
+					checkGrad(t, "dx", x, dx, loss, 0.25, 2e-3, 200)
+				}
+			})
+		}
 	}
 }
 
@@ -492,5 +508,73 @@ func TestForwardMatchesInference(t *testing.T) {
 		if d := math.Abs(float64(a.Data[2*3+j] - c.Data[j])); d > 1e-5 {
 			t.Errorf("sample 2 logit %d: in batch %g, alone %g", j, a.Data[6+j], c.Data[j])
 		}
+	}
+}
+
+// TestPackedConvMatchesMatMul trains one batch through both GEMM paths of the
+// convolutions, gemm.MulPacked with fused bias and ReLU and gemm.MatMul, and requires
+// the same logits and gradients up to float32 rounding. (The float64 reference and
+// PyTorch parity tests run whichever path this machine uses by default.)
+func TestPackedConvMatchesMatMul(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		r    *spec.Resolved
+	}{
+		{"all layers 11px", resolve(t, testSpec, 3, 11)},
+	}
+	small, err := shippedSpec(t, "tcnn-small").Resolve(4, 67)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct {
+		name string
+		r    *spec.Resolved
+	}{"tcnn-small 67px", small})
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const n = 4
+			rng := rand.New(rand.NewPCG(8, 8))
+			x := randSlice(rng, n*tc.r.In[0].Size(), 0.5)
+			labels := []int{0, 1, 2, 1}
+			run := func(packed bool) (logits []float32, grads []tensor.Named) {
+				m, err := New(tc.r, 3)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range m.Params() { // non-zero biases exercise the fused bias
+					if len(p.T.Shape) == 1 {
+						copy(p.T.Data, randSlice(rand.New(rand.NewPCG(9, uint64(len(p.T.Data)))), len(p.T.Data), 0.1))
+					}
+				}
+				ws, err := newWorkspace(m, n, 2, packed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				copy(ws.Input(n), x)
+				if _, _, err := ws.TrainBatch(n, labels, 5); err != nil {
+					t.Fatal(err)
+				}
+				return append([]float32(nil), ws.acts[len(ws.acts)-1][:n*tc.r.Classes]...), ws.Grads()
+			}
+			la, ga := run(false)
+			lb, gb := run(true)
+			near := func(what string, a, b []float32) {
+				var scale float64
+				for _, v := range a {
+					scale = math.Max(scale, math.Abs(float64(v)))
+				}
+				for j := range a {
+					if d := math.Abs(float64(a[j] - b[j])); d > 1e-4*scale+1e-7 {
+						t.Fatalf("%s[%d]: MatMul %g, MulPacked %g (largest |value| %g)", what, j, a[j], b[j], scale)
+					}
+				}
+			}
+			near("logits", la, lb)
+			for i := range ga {
+				near("grad "+ga[i].Name, ga[i].T.Data, gb[i].T.Data)
+			}
+		})
 	}
 }

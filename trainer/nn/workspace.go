@@ -15,9 +15,10 @@ import (
 // needs, so that the training loop does not allocate. A Workspace is owned by one
 // goroutine; it starts and waits for its own worker goroutines inside each call.
 type Workspace struct {
-	m       *Model
-	batch   int
-	threads int
+	m          *Model
+	batch      int
+	threads    int
+	packedConv bool // convolutions on gemm.MulPacked (see usePackedConv)
 
 	in        []float32   // batch x In[0]
 	acts      [][]float32 // acts[i]: batch x Out[i]; a ReLU shares its input's buffer
@@ -55,13 +56,19 @@ type worker struct {
 // NewWorkspace allocates the inference buffers for batches of up to batch samples run
 // on threads worker goroutines; the training buffers follow on the first TrainBatch.
 func NewWorkspace(m *Model, batch, threads int) (*Workspace, error) {
+	return newWorkspace(m, batch, threads, usePackedConv())
+}
+
+// newWorkspace is NewWorkspace with the GEMM of the convolutions chosen by the caller:
+// gemm.MulPacked when packedConv, gemm.MatMul otherwise.
+func newWorkspace(m *Model, batch, threads int, packedConv bool) (*Workspace, error) {
 	if batch < 1 {
 		return nil, fmt.Errorf("nn: workspace: batch size %d is not positive", batch)
 	}
 	if threads < 1 {
 		return nil, fmt.Errorf("nn: workspace: threads %d is not positive", threads)
 	}
-	ws := &Workspace{m: m, batch: batch, threads: threads}
+	ws := &Workspace{m: m, batch: batch, threads: threads, packedConv: packedConv}
 	r := m.r
 	ws.in = make([]float32, batch*r.In[0].Size())
 	n := len(m.layers)
@@ -131,6 +138,11 @@ func (ws *Workspace) Forward(n int, train bool, seed uint64) []float32 {
 		panic(fmt.Sprintf("nn: forward: batch %d outside [1, %d]", n, ws.batch))
 	}
 	ws.gemmSetup()
+	for _, l := range ws.layers[:ws.m.energy+1] {
+		if c, ok := l.(*conv2D); ok {
+			c.packWeights(train)
+		}
+	}
 	dynamic(ws.threads, n, func(w, s int) { ws.trunkForward(ws.workers[w], s, train, seed) })
 	ws.head.train, ws.head.seed = train, seed
 	for i := ws.m.energy + 1; i < len(ws.layers); i++ {
