@@ -23,9 +23,20 @@ import (
 // as do repeated calls; a machine with other kernels (Kernel()) may differ in the
 // last bits.
 
-// defaultKC is kc, the depth of a k block. It is fixed when A is packed, so it is a
-// constant; tests vary it through the unexported functions.
+// defaultKC is the largest kc, the depth of a k block. It is fixed when A is packed;
+// tests vary it through the unexported functions.
 const defaultKC = 256
+
+// blockDepth is kc for a depth of k: k cut into as few blocks of at most defaultKC
+// as possible, of equal depth (the last one shorter by less than one per block), so
+// that no block is left with a few steps that cost a whole pass over C.
+func blockDepth(k int) int {
+	if k <= defaultKC {
+		return max(k, 1)
+	}
+	nb := (k + defaultKC - 1) / defaultKC
+	return (k + nb - 1) / nb
+}
 
 // mcFloats is the floats of A per mc block: 512 KiB, half of L2, when B panels are
 // packed, so that each is packed once for many rows; mcDirectFloats, 64 KiB, when B
@@ -84,7 +95,7 @@ func PackA(transA bool, m, k int, a []float32, lda int) *PackedA {
 // floats, and returns the PackedA over dst. Repacking the same weights each batch into
 // the same dst allocates nothing.
 func PackAInto(dst []float32, transA bool, m, k int, a []float32, lda int) PackedA {
-	return packA(cur, dst, defaultKC, transA, m, k, a, lda)
+	return packA(cur, dst, blockDepth(k), transA, m, k, a, lda)
 }
 
 func packA(im *impl, dst []float32, kc int, transA bool, m, k int, a []float32, lda int) PackedA {
@@ -173,16 +184,17 @@ func MulPacked(pa *PackedA, transB bool, n int, b []float32, ldb int, beta float
 
 // PackBFunc writes the block of op(B) with rows k0 <= p < k1 and columns j0 <= j < j1
 // into dst, densely and row-major: dst[(p-k0)*(j1-j0) + (j-j0)] = op(B)[p][j], with
-// dst of exactly (k1-k0)*(j1-j0) floats. Blocks are at most 256 rows (the k blocks:
-// k0 = 0, 256, 512, ...) by at most 48 columns (j0 ascending from 0).
+// dst of exactly (k1-k0)*(j1-j0) floats. Blocks are at most 256 rows (the k blocks,
+// which tile 0..k in equal depths) by at most 48 columns.
 type PackBFunc func(dst []float32, k0, k1, j0, j1 int)
 
 // MulPackedFunc is MulPacked with op(B) supplied block by block by packB instead of
 // read from a matrix, so that B need never exist in full (an implicit im2col; see
 // conv_example_test.go). Blocks are requested in order: k blocks ascending, inside
-// each the column panels ascending, all once when m <= 512 (with more rows, once per
-// 512 rows). scratch must hold PackBSize(n, pa.Depth()) floats. The result is
-// bit-identical to MulPacked's on the same op(B).
+// each the column panels ascending, each once when m <= 512 (with more rows, again
+// for each further block of at least 512 rows). scratch must hold
+// PackBSize(n, pa.Depth()) floats. The result is bit-identical to MulPacked's on the
+// same op(B).
 func MulPackedFunc(pa *PackedA, n int, packB PackBFunc, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
 	mulPacked(cur, pa, n, bSource{pack: packB}, beta, c, ldc, ep, scratch)
 }
@@ -320,7 +332,7 @@ func scaleEpilogue(m, n int, beta float32, c []float32, ldc int, ep Epilogue) {
 // packed GEMM of this package instead of the BLAS: A is packed for the call, so
 // callers that reuse A should use PackA and MulPacked. It is safe for concurrent use.
 func MatMulAsm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	matMulKernel(cur, defaultKC, true, transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
+	matMulKernel(cur, blockDepth(k), true, transA, transB, m, n, k, a, lda, b, ldb, beta, c, ldc)
 }
 
 // scratchPool recycles MatMulAsm's packing buffers.

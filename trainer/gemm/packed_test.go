@@ -237,7 +237,7 @@ func TestMulPackedFunc(t *testing.T) {
 		got := make([]float32, len(p.c))
 		MulPackedFunc(pa, p.n, packB, 0, got, p.ldc, ep, make([]float32, PackBSize(p.n, p.k)))
 		for i, s := range seen {
-			if s != (p.m+mcFloats/defaultKC-1)/(mcFloats/defaultKC) {
+			if mc := mcFloats / pa.kc / mr * mr; s != (p.m+mc-1)/mc {
 				t.Fatalf("%dx%dx%d: element %d of B packed %d times", tc.m, tc.n, tc.k, i, s)
 			}
 		}
@@ -392,6 +392,17 @@ func TestPackedMatchesInPlace(t *testing.T) {
 					t.Fatalf("%s %v: element %d = %g packed, %g in place", im.name, tr, i, packed[i], inPlace[i])
 				}
 			}
+		}
+	}
+}
+
+func TestBlockDepth(t *testing.T) {
+	t.Parallel()
+	for k := 1; k <= 3000; k++ {
+		kc := blockDepth(k)
+		nb := (k + kc - 1) / kc
+		if kc > defaultKC || nb != (k+defaultKC-1)/defaultKC || nb*kc-k >= nb {
+			t.Fatalf("k = %d: kc = %d in %d blocks", k, kc, nb)
 		}
 	}
 }

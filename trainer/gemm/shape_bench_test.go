@@ -118,3 +118,42 @@ func runShape(b *testing.B, flops float64, f func()) {
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 	b.ReportMetric(flops/best.Seconds()/1e9, "best-GFLOP/s")
 }
+
+// BenchmarkShapesRatio interleaves the BLAS backend and the packed GEMM call by call
+// on every shape and reports the fastest call of each and their ratio (asm/blas).
+// Interleaving exposes both to the same interference from other work, so the ratio is
+// the figure to quote; run with a fixed count, e.g. -benchtime 100x.
+func BenchmarkShapesRatio(b *testing.B) {
+	for _, s := range benchShapes {
+		a := make([]float32, s.m*s.k)
+		bb := make([]float32, s.k*s.n)
+		c := make([]float32, s.m*s.n)
+		for i := range a {
+			a[i] = float32(i%7) - 3
+		}
+		for i := range bb {
+			bb[i] = float32(i%5) - 2
+		}
+		lda, ldb := s.k, s.n
+		if s.ta {
+			lda = s.m
+		}
+		if s.tb {
+			ldb = s.k
+		}
+		flops := 2 * float64(s.m*s.n*s.k)
+		b.Run(fmt.Sprintf("%v%v-%dx%dx%d", s.ta, s.tb, s.m, s.n, s.k), func(b *testing.B) {
+			blas, asm := time.Duration(math.MaxInt64), time.Duration(math.MaxInt64)
+			for b.Loop() {
+				t0 := time.Now()
+				MatMul(s.ta, s.tb, s.m, s.n, s.k, a, lda, bb, ldb, 0, c, s.n)
+				t1 := time.Now()
+				MatMulAsm(s.ta, s.tb, s.m, s.n, s.k, a, lda, bb, ldb, 0, c, s.n)
+				blas, asm = min(blas, t1.Sub(t0)), min(asm, time.Since(t1))
+			}
+			b.ReportMetric(flops/blas.Seconds()/1e9, Backend()+"-best-GFLOP/s")
+			b.ReportMetric(flops/asm.Seconds()/1e9, Kernel()+"-best-GFLOP/s")
+			b.ReportMetric(blas.Seconds()/asm.Seconds(), "speedup")
+		})
+	}
+}
