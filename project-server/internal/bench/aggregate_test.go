@@ -127,6 +127,7 @@ func BenchmarkFold(b *testing.B) {
 	b.SetBytes(a.size)
 	hp := watchHeap()
 	b.ResetTimer()
+	cpu := cpuTime()
 	for i := 0; i < b.N; i++ {
 		f, err := os.Open(a.deltas[i%len(a.deltas)])
 		if err != nil {
@@ -137,32 +138,79 @@ func BenchmarkFold(b *testing.B) {
 		}
 		f.Close()
 	}
+	cpu = cpuTime() - cpu
 	b.StopTimer()
+	reportCPURate(b, cpu, a.size*int64(b.N))
 	b.ReportMetric(float64(hp.Stop())/float64(a.size), "peak-heap/model")
 }
 
-// BenchmarkCloseRound: a whole round close over aggDeltas tcnn3 deltas: fold each from
-// its file, then stream W + sum/n to a new model file. Throughput is delta bytes per
+// reportCPURate reports bytes per second of CPU time (user + system, the whole
+// process): on a machine whose cores other work shares, a steadier figure than the
+// wall-clock MB/s, which counts the time the benchmark waited for a core.
+func reportCPURate(b *testing.B, cpu time.Duration, bytes int64) {
+	if cpu > 0 {
+		b.ReportMetric(float64(bytes)/1e6/cpu.Seconds(), "cpu-MB/s")
+	}
+}
+
+// BenchmarkFoldBatch: fold aggDeltas tcnn3 float32 deltas from their files into the
+// running sum in one pass (Sum.AddAll), as a round close does with its accepted
+// results, up to weights.MaxBatch at a time. Throughput is delta bytes per second.
+func BenchmarkFoldBatch(b *testing.B) {
+	a := agg.setup(b)
+	sum := weights.NewSum(a.params)
+	b.SetBytes(a.size * int64(len(a.deltas)))
+	ws := make([]float64, len(a.deltas))
+	for i := range ws {
+		ws[i] = 1
+	}
+	hp := watchHeap()
+	b.ResetTimer()
+	cpu := cpuTime()
+	for i := 0; i < b.N; i++ {
+		if err := foldFiles(sum, a.deltas, ws); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cpu = cpuTime() - cpu
+	b.StopTimer()
+	reportCPURate(b, cpu, a.size*int64(len(a.deltas))*int64(b.N))
+	b.ReportMetric(float64(hp.Stop())/float64(a.size), "peak-heap/model")
+}
+
+// foldFiles opens the delta files and folds them in one AddAll.
+func foldFiles(sum *weights.Sum, paths []string, ws []float64) error {
+	rs := make([]io.Reader, len(paths))
+	for k, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		rs[k] = f
+	}
+	return sum.AddAll(rs, weights.F32, ws)
+}
+
+// BenchmarkCloseRound: a whole round close over aggDeltas tcnn3 deltas: fold them from
+// their files in one batch, then stream W + sum/n to a new model file. Throughput is delta bytes per
 // second; peak-heap/model is the highest live heap over one model's size.
 func BenchmarkCloseRound(b *testing.B) {
 	a := agg.setup(b)
 	b.SetBytes(a.size * int64(len(a.deltas)))
 	out := filepath.Join(a.dir, "out")
+	ws := make([]float64, len(a.deltas))
+	for i := range ws {
+		ws[i] = 1
+	}
 	hp := watchHeap()
 	var storage []float64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		sum := weights.NewSumIn(a.params, storage)
 		storage = sum.Storage()
-		for _, d := range a.deltas {
-			f, err := os.Open(d)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := sum.Add(f, weights.F32, 1); err != nil {
-				b.Fatal(err)
-			}
-			f.Close()
+		if err := foldFiles(sum, a.deltas, ws); err != nil {
+			b.Fatal(err)
 		}
 		base, err := os.Open(a.base)
 		if err != nil {
@@ -216,11 +264,13 @@ func BenchmarkBareSum(b *testing.B) {
 	}
 	b.SetBytes(int64(4 * n))
 	b.ResetTimer()
+	cpu := cpuTime()
 	for i := 0; i < b.N; i++ {
 		for j, v := range delta {
 			sum[j] += v
 		}
 	}
+	reportCPURate(b, cpuTime()-cpu, int64(4*n)*int64(b.N))
 }
 
 // BenchmarkCheck is BenchmarkCheckUpload without the sha256: header, names, shapes,

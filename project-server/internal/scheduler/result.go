@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -427,6 +428,7 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	}
 	cl := &closed{campaignID: campaignID, round: round}
 	n := 0
+	var batch []pendingDelta
 	for rows.Next() {
 		var res store.Result
 		if err := s.read(ctx).ScanRows(rows, &res); err != nil {
@@ -437,20 +439,26 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 		if ci.spec.WeightBySamples && res.Samples > 0 {
 			weight = float64(res.Samples)
 		}
-		if len(res.Data) > 0 {
-			err = sum.Add(bytes.NewReader(res.Data), ci.dtype, weight)
-		} else {
-			err = s.foldBlob(sum, res.SHA256, ci.dtype, weight)
+		batch = append(batch, pendingDelta{sha: res.SHA256, data: res.Data, weight: weight})
+		if len(res.Data) == 0 {
 			cl.deltas = append(cl.deltas, res.SHA256)
 		}
-		if err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("delta %s: %w", res.SHA256, err)
-		}
 		n++
+		if len(batch) == weights.MaxBatch {
+			if err := s.foldBatch(sum, batch, ci.dtype); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			batch = batch[:0]
+		}
 	}
 	if err := rows.Close(); err != nil {
 		return nil, err
+	}
+	if len(batch) > 0 {
+		if err := s.foldBatch(sum, batch, ci.dtype); err != nil {
+			return nil, err
+		}
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("no accepted result")
@@ -539,14 +547,37 @@ func (s *Scheduler) finishPending(ctx context.Context) error {
 	return nil
 }
 
-func (s *Scheduler) foldBlob(sum *weights.Sum, sha, dtype string, weight float64) error {
-	f, err := s.blobs.Open(sha)
-	if err != nil {
-		return fmt.Errorf("fold delta: %w", err)
+// pendingDelta is an accepted result waiting to be folded: its bytes when they were
+// kept in its row, else the name of its blob.
+type pendingDelta struct {
+	sha    string
+	data   []byte
+	weight float64
+}
+
+// foldBatch folds up to weights.MaxBatch deltas into sum in one pass, in order.
+func (s *Scheduler) foldBatch(sum *weights.Sum, batch []pendingDelta, dtype string) error {
+	rs := make([]io.Reader, len(batch))
+	ws := make([]float64, len(batch))
+	for k, d := range batch {
+		ws[k] = d.weight
+		if len(d.data) > 0 {
+			rs[k] = bytes.NewReader(d.data)
+			continue
+		}
+		f, err := s.blobs.Open(d.sha)
+		if err != nil {
+			return fmt.Errorf("fold delta: %w", err)
+		}
+		defer f.Close()
+		rs[k] = f
 	}
-	defer f.Close()
-	if err := sum.Add(f, dtype, weight); err != nil {
-		return fmt.Errorf("fold delta %s: %w", sha, err)
+	if err := sum.AddAll(rs, dtype, ws); err != nil {
+		shas := make([]string, len(batch))
+		for k, d := range batch {
+			shas[k] = d.sha
+		}
+		return fmt.Errorf("fold deltas %s: %w", strings.Join(shas, ", "), err)
 	}
 	return nil
 }

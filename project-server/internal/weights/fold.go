@@ -31,7 +31,7 @@ func NewSum(params []spec.Param) *Sum { return NewSumIn(params, nil) }
 // NewSumIn returns a zero sum over params that reuses buf's storage when it is large
 // enough, so successive round closes do not each allocate two model sizes.
 func NewSumIn(params []spec.Param, buf []float64) *Sum {
-	s := &Sum{params: params, offset: make(map[string]int, len(params)), buf: make([]byte, chunkElems*4)}
+	s := &Sum{params: params, offset: make(map[string]int, len(params)), buf: make([]byte, max(chunkElems, foldChunk)*4)}
 	n := 0
 	for _, p := range params {
 		s.offset[p.Name] = n
@@ -59,52 +59,166 @@ func (s *Sum) Weight() float64 { return s.weight }
 // exactly the sum's tensors; its dtype may be F32 or F16. On error the sum is left
 // partly updated and must be discarded.
 func (s *Sum) Add(r io.Reader, dtype string, weight float64) error {
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(r)
-	defer func() { br.Reset(nil); readers.Put(br) }()
-	h, err := ReadHeader(br)
-	if err != nil {
+	return s.AddAll([]io.Reader{r}, dtype, []float64{weight})
+}
+
+// MaxBatch is how many deltas AddAll folds in one pass; callers fold longer lists in
+// batches of this size.
+const MaxBatch = 8
+
+// AddAll folds weights[k] x delta k, read from rs[k], into the sum for every k, with
+// exactly the arithmetic of calling Add for each in order (each value of the sum gets
+// the deltas added one after the other, in float64). It makes one pass over the sum
+// for the whole batch, a chunk of the sum staying in the CPU cache while every delta's
+// matching chunk is added, so the sum, the largest array, crosses memory once per
+// batch rather than once per delta. Deltas whose tensors are not laid out in the same
+// order as the first's are folded one after the other instead. Memory per delta is one
+// read buffer. On error the sum is left partly updated and must be discarded.
+func (s *Sum) AddAll(rs []io.Reader, dtype string, weights []float64) error {
+	if len(rs) != len(weights) || len(rs) > MaxBatch {
+		return fmt.Errorf("fold: %d readers, %d weights (at most %d)", len(rs), len(weights), MaxBatch)
+	}
+	srcs := make([]deltaSource, len(rs))
+	for k, r := range rs {
+		br := readers.Get().(*bufio.Reader)
+		br.Reset(r)
+		defer func() { br.Reset(nil); readers.Put(br) }()
+		h, err := ReadHeader(br)
+		if err != nil {
+			return deltaErr(len(rs), k, err)
+		}
+		if err := h.Expect(s.params, dtype); err != nil {
+			return deltaErr(len(rs), k, err)
+		}
+		srcs[k] = deltaSource{h: h, r: direct{br: br, r: r}, weight: weights[k]}
+	}
+	same := true
+	for k := 1; k < len(srcs); k++ {
+		same = same && sameLayout(srcs[0].h, srcs[k].h)
+	}
+	if same {
+		if err := s.fold(srcs); err != nil {
+			return err
+		}
+	} else {
+		for k := range srcs {
+			if err := s.fold(srcs[k : k+1]); err != nil {
+				return deltaErr(len(rs), k, err)
+			}
+		}
+	}
+	for _, w := range weights {
+		s.weight += w
+	}
+	s.count += len(rs)
+	return nil
+}
+
+// deltaSource is one delta of a batch: its header and its data stream.
+type deltaSource struct {
+	h      *Header
+	r      io.Reader
+	weight float64
+}
+
+func deltaErr(n, k int, err error) error {
+	if n == 1 {
 		return err
 	}
-	if err := h.Expect(s.params, dtype); err != nil {
-		return err
+	return fmt.Errorf("delta %d of %d: %w", k+1, n, err)
+}
+
+// sameLayout reports whether two headers list the same tensors in the same order.
+func sameLayout(a, b *Header) bool {
+	if len(a.Entries) != len(b.Entries) {
+		return false
 	}
-	for _, e := range h.Entries {
+	for i := range a.Entries {
+		if a.Entries[i].Name != b.Entries[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+// foldChunk is how many elements fold adds per delta before moving to the next delta:
+// the chunk of the sum (8 bytes an element) and one delta chunk fit in a core's L2.
+const foldChunk = 1 << 14
+
+// fold adds the data of srcs, which share the first one's layout, chunk by chunk.
+func (s *Sum) fold(srcs []deltaSource) error {
+	for _, e := range srcs[0].h.Entries {
 		es := ElemSize(e.DType)
 		total := int((e.End - e.Begin) / int64(es))
 		dst := s.vals[s.offset[e.Name] : s.offset[e.Name]+total]
 		for at := 0; at < total; {
-			n := min(chunkElems, total-at)
-			b := s.buf[:n*es]
-			if _, err := io.ReadFull(br, b); err != nil {
-				return readErr(fmt.Sprintf("data of tensor %q", e.Name), err)
-			}
-			if e.DType == F32 {
-				addF32(dst[at:at+n], asF32(b), weight)
-			} else {
-				d := dst[at : at+n]
-				for i := range d {
-					d[i] += weight * float64(halfToFloat(uint16(b[2*i])|uint16(b[2*i+1])<<8))
+			n := min(foldChunk, total-at)
+			d := dst[at : at+n]
+			for k := range srcs {
+				b := s.buf[:n*es]
+				if _, err := io.ReadFull(srcs[k].r, b); err != nil {
+					return deltaErr(len(srcs), k, readErr(fmt.Sprintf("data of tensor %q", e.Name), err))
+				}
+				if e.DType == F32 {
+					addF32(d, asF32(b), srcs[k].weight)
+				} else {
+					addF16(d, b, srcs[k].weight)
 				}
 			}
 			at += n
 		}
 	}
-	s.weight += weight
-	s.count++
 	return nil
 }
 
+// direct reads what a bufio.Reader still holds, then reads the underlying stream
+// directly: the bulk of a delta goes from the file into the chunk buffer with one copy.
+type direct struct {
+	br *bufio.Reader
+	r  io.Reader
+}
+
+func (d direct) Read(p []byte) (int, error) {
+	if n := d.br.Buffered(); n > 0 {
+		return d.br.Read(p[:min(len(p), n)])
+	}
+	return d.r.Read(p)
+}
+
+// addF32 does dst[i] += weight * float64(src[i]) (without the multiply for weight 1),
+// four elements a step: the compiler checks bounds once a step.
 func addF32(dst []float64, src []float32, weight float64) {
 	src = src[:len(dst)]
+	i := 0
 	if weight == 1 {
-		for i, v := range src {
-			dst[i] += float64(v)
+		for ; i+4 <= len(src); i += 4 {
+			d, v := dst[i:i+4:i+4], src[i:i+4:i+4]
+			d[0] += float64(v[0])
+			d[1] += float64(v[1])
+			d[2] += float64(v[2])
+			d[3] += float64(v[3])
+		}
+		for ; i < len(src); i++ {
+			dst[i] += float64(src[i])
 		}
 		return
 	}
-	for i, v := range src {
-		dst[i] += weight * float64(v)
+	for ; i+4 <= len(src); i += 4 {
+		d, v := dst[i:i+4:i+4], src[i:i+4:i+4]
+		d[0] += weight * float64(v[0])
+		d[1] += weight * float64(v[1])
+		d[2] += weight * float64(v[2])
+		d[3] += weight * float64(v[3])
+	}
+	for ; i < len(src); i++ {
+		dst[i] += weight * float64(src[i])
+	}
+}
+
+// addF16 does dst[i] += weight * float64(half(b[2i:])).
+func addF16(dst []float64, b []byte, weight float64) {
+	for i := range dst {
+		dst[i] += weight * float64(halfToFloat(uint16(b[2*i])|uint16(b[2*i+1])<<8))
 	}
 }
 

@@ -3,10 +3,15 @@ package weights
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/texgrid/texgrid/trainer/safetensors"
 	"github.com/texgrid/texgrid/trainer/spec"
@@ -186,6 +191,113 @@ func FuzzCheck(f *testing.F) {
 		}
 		if err := NewSum(testParams).Add(bytes.NewReader(body), F32, 1); err != nil {
 			t.Fatalf("Check accepted what Add refuses: %v", err)
+		}
+	})
+}
+
+// encodeReversed writes ts as a safetensors file whose data section holds the tensors
+// in reverse name order: valid, but laid out unlike Encode's files.
+func encodeReversed(t *testing.T, ts []tensor.Named) []byte {
+	t.Helper()
+	ps := Sorted(paramsOf(ts))
+	var hdr, data bytes.Buffer
+	hdr.WriteByte('{')
+	for i := len(ps) - 1; i >= 0; i-- {
+		if hdr.Len() > 1 {
+			hdr.WriteByte(',')
+		}
+		vals := tensor.Find(ts, ps[i].Name).Data
+		begin := data.Len()
+		data.Write(f32bytes(vals))
+		shape, _ := json.Marshal(ps[i].Shape)
+		fmt.Fprintf(&hdr, `%q:{"dtype":"F32","shape":%s,"data_offsets":[%d,%d]}`, ps[i].Name, shape, begin, data.Len())
+	}
+	hdr.WriteByte('}')
+	var out bytes.Buffer
+	binary.Write(&out, binary.LittleEndian, uint64(hdr.Len()))
+	out.Write(hdr.Bytes())
+	out.Write(data.Bytes())
+	return out.Bytes()
+}
+
+func paramsOf(ts []tensor.Named) []spec.Param {
+	ps := make([]spec.Param, len(ts))
+	for i, n := range ts {
+		ps[i] = spec.Param{Name: n.Name, Shape: n.T.Shape}
+	}
+	return ps
+}
+
+// TestAddAll: folding a batch in one pass gives the bits of folding its deltas one
+// after the other, for float32 and float16, weighted or not, whether or not the
+// deltas share a layout; a bad delta in a batch is named.
+func TestAddAll(t *testing.T) {
+	t.Parallel()
+	// Large enough for several fold chunks per tensor.
+	ps := []spec.Param{{Name: "a.weight", Shape: []int{3, foldChunk + 5}}, {Name: "b.bias", Shape: []int{7}}}
+	var deltas [][]tensor.Named
+	for k := 0; k < MaxBatch; k++ {
+		deltas = append(deltas, random(ps, uint64(30+k)))
+	}
+	cases := []struct {
+		name     string
+		dtype    string
+		weights  []float64
+		reversed int // index of a delta laid out in reverse order, or -1
+	}{
+		{"f32 unweighted", F32, []float64{1, 1, 1, 1, 1, 1, 1, 1}, -1},
+		{"f32 weighted", F32, []float64{3, 1, 0.5, 7, 1, 2, 9, 4}, -1},
+		{"f16 weighted", F16, []float64{1, 2, 3, 4, 5, 6, 7, 8}, -1},
+		{"mixed layouts", F32, []float64{1, 2, 1, 2, 1, 2, 1, 2}, 3},
+		{"single", F32, []float64{2}, -1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			bodies := make([][]byte, len(c.weights))
+			for k := range bodies {
+				if k == c.reversed {
+					bodies[k] = encodeReversed(t, deltas[k])
+				} else {
+					bodies[k] = encode(t, deltas[k], c.dtype)
+				}
+			}
+			one := NewSum(ps)
+			for k, b := range bodies {
+				if err := one.Add(bytes.NewReader(b), c.dtype, c.weights[k]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			batch := NewSum(ps)
+			rs := make([]io.Reader, len(bodies))
+			for k, b := range bodies {
+				rs[k] = iotest.HalfReader(bytes.NewReader(b)) // short reads, as from a socket
+			}
+			if err := batch.AddAll(rs, c.dtype, c.weights); err != nil {
+				t.Fatal(err)
+			}
+			if batch.Count() != one.Count() || batch.Weight() != one.Weight() {
+				t.Fatalf("batch count %d weight %g, one by one %d %g", batch.Count(), batch.Weight(), one.Count(), one.Weight())
+			}
+			for i, v := range batch.Storage() {
+				if math.Float64bits(v) != math.Float64bits(one.Storage()[i]) {
+					t.Fatalf("sum[%d] = %v in a batch, %v one by one", i, v, one.Storage()[i])
+				}
+			}
+		})
+	}
+	t.Run("bad delta named", func(t *testing.T) {
+		t.Parallel()
+		good := encode(t, deltas[0], F32)
+		rs := []io.Reader{bytes.NewReader(good), bytes.NewReader(good[:len(good)-10]), bytes.NewReader(good)}
+		err := NewSum(ps).AddAll(rs, F32, []float64{1, 1, 1})
+		if !errors.Is(err, ErrTruncated) || !strings.Contains(err.Error(), "delta 2 of 3") {
+			t.Fatalf("AddAll with a truncated second delta: %v", err)
+		}
+		wrong := encode(t, random(testParams, 1), F32)
+		err = NewSum(ps).AddAll([]io.Reader{bytes.NewReader(good), bytes.NewReader(wrong)}, F32, []float64{1, 1})
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "delta 2 of 2") {
+			t.Fatalf("AddAll with a delta of another model: %v", err)
 		}
 	})
 }
