@@ -23,11 +23,19 @@ func kernAsm(nv, k int, a []float32, arow, astep int, b []float32, bstride int, 
 		bp = &bias[0]
 	}
 	ap, bb, cp := &a[0], &b[0], &c[0]
-	switch nv {
-	case 3:
+	pf := flags&flagPrefetchB != 0
+	flags &^= flagPrefetchB
+	switch {
+	case nv == 3 && pf:
+		kern.AVX512x8x48PFB(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
+	case nv == 3:
 		kern.AVX512x8x48(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
-	case 2:
+	case nv == 2 && pf:
+		kern.AVX512x8x32PFB(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
+	case nv == 2:
 		kern.AVX512x8x32(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
+	case pf:
+		kern.AVX512x8x16PFB(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
 	default:
 		kern.AVX512x8x16(k, ap, arow, astep, bb, bstride, cp, ldc, rows, mask, flags, beta, bp)
 	}

@@ -14,6 +14,10 @@ const (
 	flagLoadC = kern.FlagLoadC // add beta*C to the product
 	flagBias  = kern.FlagBias  // add bias[row]
 	flagReLU  = kern.FlagReLU  // clamp at zero after everything else
+
+	// flagPrefetchB asks for the kernel variant that prefetches B ahead, where there
+	// is one; it changes no result.
+	flagPrefetchB uint32 = 1 << 8
 )
 
 // microKernel computes one C tile of rows x cols (rows <= mr, 16*(nv-1) < cols <= 16*nv)

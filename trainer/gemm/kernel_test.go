@@ -30,7 +30,7 @@ func TestMicroKernel(t *testing.T) {
 	for _, im := range kernels() {
 		for _, cols := range []int{1, 5, 15, 16, 17, 31, 32, 33, 40, 47, 48} {
 			for _, rows := range []int{1, 3, 7, 8} {
-				for flags := uint32(0); flags < 8; flags++ {
+				for _, flags := range []uint32{0, 1, 2, 3, 4, 5, 6, 7, 7 | flagPrefetchB, flagPrefetchB} {
 					name := fmt.Sprintf("%s/%dx%d/flags=%d", im.name, rows, cols, flags)
 					t.Run(name, func(t *testing.T) {
 						t.Parallel()

@@ -25,7 +25,7 @@ import (
 
 // defaultKC is the largest kc, the depth of a k block. It is fixed when A is packed;
 // tests vary it through the unexported functions.
-const defaultKC = 256
+const defaultKC = 384
 
 // blockDepth is kc for a depth of k: k cut into as few blocks of at most defaultKC
 // as possible, of equal depth (the last one shorter by less than one per block), so
@@ -184,15 +184,15 @@ func MulPacked(pa *PackedA, transB bool, n int, b []float32, ldb int, beta float
 
 // PackBFunc writes the block of op(B) with rows k0 <= p < k1 and columns j0 <= j < j1
 // into dst, densely and row-major: dst[(p-k0)*(j1-j0) + (j-j0)] = op(B)[p][j], with
-// dst of exactly (k1-k0)*(j1-j0) floats. Blocks are at most 256 rows (the k blocks,
+// dst of exactly (k1-k0)*(j1-j0) floats. Blocks are at most 384 rows (the k blocks,
 // which tile 0..k in equal depths) by at most 48 columns.
 type PackBFunc func(dst []float32, k0, k1, j0, j1 int)
 
 // MulPackedFunc is MulPacked with op(B) supplied block by block by packB instead of
 // read from a matrix, so that B need never exist in full (an implicit im2col; see
 // conv_example_test.go). Blocks are requested in order: k blocks ascending, inside
-// each the column panels ascending, each once when m <= 512 (with more rows, again
-// for each further block of at least 512 rows). scratch must hold
+// each the column panels ascending, each once when m <= 336 (with more rows, again
+// for each further block of at least 336 rows). scratch must hold
 // PackBSize(n, pa.Depth()) floats. The result is bit-identical to MulPacked's on the
 // same op(B).
 func MulPackedFunc(pa *PackedA, n int, packB PackBFunc, beta float32, c []float32, ldc int, ep Epilogue, scratch []float32) {
@@ -274,7 +274,13 @@ func mulPacked(im *impl, pa *PackedA, n int, src bSource, beta float32, c []floa
 						bias = ep.Bias[i0:]
 					}
 					ap, arow, astep := pa.panel(k0, kb, mp, i0)
-					im.micro(nv, kb, ap, arow, astep, bp, bstride, c[i0*ldc+j0:], ldc, min(mr, m-i0), cols, flags, bt, bias)
+					f := flags
+					if arow != 1 || astep == mr {
+						// A comes from few cache lines (packed, or by rows), so
+						// fetching B ahead pays; with A^T in place it did not.
+						f |= flagPrefetchB
+					}
+					im.micro(nv, kb, ap, arow, astep, bp, bstride, c[i0*ldc+j0:], ldc, min(mr, m-i0), cols, f, bt, bias)
 				}
 			}
 		}

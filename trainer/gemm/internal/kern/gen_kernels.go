@@ -43,7 +43,10 @@ const (
 	flagReLU  = 4 // acc = max(0, acc)
 )
 
-type gen struct{ buf bytes.Buffer }
+type gen struct {
+	buf bytes.Buffer
+	pfb int // when > 0, kernel prefetches the row of B pfb steps ahead
+}
 
 func (g *gen) f(format string, args ...any) { fmt.Fprintf(&g.buf, format+"\n", args...) }
 
@@ -55,6 +58,12 @@ func acc(r, v, nv int) string { return fmt.Sprintf("Z%d", r*nv+v) }
 func (g *gen) step(nv, u int) {
 	if u > 0 {
 		g.advance()
+	}
+	if g.pfb > 0 {
+		for off := 0; off < 64*nv; off += 64 {
+			g.f("\tPREFETCHT0 %d(%s)(%s*%d)", off, regB, regBStr, g.pfb)
+		}
+		g.f("\tPREFETCHT0 %d(%s)(%s*%d)", 64*nv-1, regB, regBStr, g.pfb)
 	}
 	for v := 0; v < nv; v++ {
 		if v == nv-1 {
@@ -85,6 +94,9 @@ func (g *gen) advance() {
 
 func (g *gen) kernel(nv int) {
 	name := fmt.Sprintf("AVX512x%dx%d", mr, 16*nv)
+	if g.pfb > 0 {
+		name += "PFB"
+	}
 	const unroll = 4
 	g.f("// func %s(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)", name)
 	g.f("TEXT ·%s(SB), NOSPLIT, $0-96", name)
@@ -469,6 +481,12 @@ func main() {
 	for _, nv := range widths {
 		g.kernel(nv)
 	}
+	// The PFB variants also prefetch the B row pfb steps ahead (measured best at 8).
+	g.pfb = 8
+	for _, nv := range widths {
+		g.kernel(nv)
+	}
+	g.pfb = 0
 	for _, nv := range widths {
 		g.avx2Kernel(nv)
 	}

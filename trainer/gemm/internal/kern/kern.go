@@ -10,7 +10,9 @@
 // 16-float vector of each row of b and c is loaded and stored under mask (one bit per
 // column), so an unpadded ragged right edge is neither read nor written past its end.
 // All 8 rows of A are read whatever rows is. arow, astep, bstride and ldc count
-// floats; A may be packed (arow 1, astep 8) or read in place from either layout.
+// floats; A may be packed (arow 1, astep 8) or read in place from either layout. The
+// PFB variants also prefetch B 8 rows ahead, which pays when A streams from few lines
+// (packed, or by rows) and costs when every k step of A is a new line (A^T in place).
 //
 // The AVX2 kernels, for CPUs without AVX-512, compute 4 x (8*nv) tiles the same way
 // (4 rows of A read) but have no masks: their tiles are whole 8-float vectors wide.

@@ -34,6 +34,21 @@ func AVX512x8x48(k int, a *float32, arow, astep int, b *float32, bstride int, c 
 //go:noescape
 func Transpose8(src *float32, lds int, dst *float32, ldd int, cols int)
 
+// AVX512x8x16PFB is AVX512x8x16 prefetching the row of B 8 steps ahead.
+//
+//go:noescape
+func AVX512x8x16PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)
+
+// AVX512x8x32PFB is AVX512x8x32 prefetching the row of B 8 steps ahead.
+//
+//go:noescape
+func AVX512x8x32PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)
+
+// AVX512x8x48PFB is AVX512x8x48 prefetching the row of B 8 steps ahead.
+//
+//go:noescape
+func AVX512x8x48PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32)
+
 // AVX2x4x8 computes a 4 x 8 tile with AVX2; see the package comment.
 //
 //go:noescape

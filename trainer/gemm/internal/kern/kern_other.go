@@ -47,3 +47,18 @@ func AVX2x4x24(k int, a *float32, arow, astep int, b *float32, bstride int, c *f
 func Transpose8AVX2(src *float32, lds int, dst *float32, ldd int, blocks int) {
 	panic("kern: no assembly kernels in this build")
 }
+
+// AVX512x8x16PFB is never called when Available is false.
+func AVX512x8x16PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX512x8x32PFB is never called when Available is false.
+func AVX512x8x32PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX512x8x48PFB is never called when Available is false.
+func AVX512x8x48PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
