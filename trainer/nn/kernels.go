@@ -57,10 +57,14 @@ func (pw *packedWeights) pack(l *layerInfo, wt []float32, transposed bool) {
 
 // usePackedConv reports whether convolutions use the trainer's own packed GEMM
 // (gemm.MulPacked, with the bias and ReLU fused into it) rather than gemm.MatMul. It
-// does wherever its kernel is the AVX-512 one, which measured 10-45% faster than
-// OpenBLAS on every conv product of the shipped models, and wherever there is no
-// OpenBLAS to compare with.
-func usePackedConv() bool { return gemm.Kernel() == "avx512" || gemm.Backend() != "openblas" }
+// does wherever its kernel is the AVX-512 one, which measured 2-20% faster than
+// OpenBLAS on every conv product of the shipped models (23-74% with the bias and ReLU
+// fused), and without OpenBLAS wherever it has an assembly kernel; its generic Go
+// kernel is slower than gonum's.
+func usePackedConv() bool {
+	k := gemm.Kernel()
+	return k == "avx512" || (gemm.Backend() != "openblas" && k != "generic")
+}
 
 // convForward computes y = W * im2col(x) + b, followed by max(0, .) when fuseReLU.
 // cols holds one chunk of the patch matrix, planes the phase planes of x. With pw (the
