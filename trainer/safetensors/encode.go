@@ -128,6 +128,12 @@ func WriteFile(path string, ts []tensor.Named, dtype DType, meta map[string]stri
 // encodeHeader validates ts and returns the length prefix plus padded JSON header, and
 // the order (indexes into ts, sorted by name) in which the data follows.
 func encodeHeader(ts []tensor.Named, dtype DType, meta map[string]string) ([]byte, []int, error) {
+	return buildHeader(ts, dtype, meta, false)
+}
+
+// buildHeader is encodeHeader; with shapesOnly the tensors have shapes but no data
+// (EncodeHeader) and sizes come from the shapes.
+func buildHeader(ts []tensor.Named, dtype DType, meta map[string]string, shapesOnly bool) ([]byte, []int, error) {
 	esize := dtype.Size()
 	if esize == 0 {
 		return nil, nil, fmt.Errorf("safetensors: dtype %q: want F32 or F16: %w", dtype, ErrInvalid)
@@ -148,7 +154,7 @@ func encodeHeader(ts []tensor.Named, dtype DType, meta map[string]string) ([]byt
 				return nil, nil, fmt.Errorf("safetensors: tensor %q has negative dimension in shape %v: %w", t.Name, t.T.Shape, ErrInvalid)
 			}
 		}
-		if n := tensor.Numel(t.T.Shape); n != len(t.T.Data) {
+		if n := tensor.Numel(t.T.Shape); !shapesOnly && n != len(t.T.Data) {
 			return nil, nil, fmt.Errorf("safetensors: tensor %q has shape %v (%d elements) but %d values: %w",
 				t.Name, t.T.Shape, n, len(t.T.Data), ErrInvalid)
 		}
@@ -207,7 +213,7 @@ func encodeHeader(ts []tensor.Named, dtype DType, meta map[string]string) ([]byt
 			}
 			h = strconv.AppendInt(h, int64(d), 10)
 		}
-		end := off + int64(len(t.T.Data))*int64(esize)
+		end := off + int64(tensor.Numel(t.T.Shape))*int64(esize)
 		h = append(h, `],"data_offsets":[`...)
 		h = strconv.AppendInt(h, off, 10)
 		h = append(h, ',')

@@ -1,17 +1,13 @@
 package weights
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math"
-	"sync"
 
+	"github.com/texgrid/texgrid/trainer/safetensors"
 	"github.com/texgrid/texgrid/trainer/spec"
 )
-
-// readers recycles the 1 MB read buffers of folds, one per delta otherwise.
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 1<<20) }}
 
 // Sum is a running, weighted float64 sum of deltas over one model's parameters. It holds
 // one float64 per parameter (two model sizes of float32) and nothing per delta, however
@@ -22,7 +18,7 @@ type Sum struct {
 	vals   []float64
 	weight float64
 	count  int
-	buf    []byte
+	buf    []float32 // fold's chunk buffer
 }
 
 // NewSum returns a zero sum over params.
@@ -31,7 +27,7 @@ func NewSum(params []spec.Param) *Sum { return NewSumIn(params, nil) }
 // NewSumIn returns a zero sum over params that reuses buf's storage when it is large
 // enough, so successive round closes do not each allocate two model sizes.
 func NewSumIn(params []spec.Param, buf []float64) *Sum {
-	s := &Sum{params: params, offset: make(map[string]int, len(params)), buf: make([]byte, max(chunkElems, foldChunk)*4)}
+	s := &Sum{params: params, offset: make(map[string]int, len(params))}
 	n := 0
 	for _, p := range params {
 		s.offset[p.Name] = n
@@ -72,25 +68,19 @@ const MaxBatch = 8
 // for the whole batch, a chunk of the sum staying in the CPU cache while every delta's
 // matching chunk is added, so the sum, the largest array, crosses memory once per
 // batch rather than once per delta. Deltas whose tensors are not laid out in the same
-// order as the first's are folded one after the other instead. Memory per delta is one
-// read buffer. On error the sum is left partly updated and must be discarded.
+// order as the first's are folded one after the other instead. Memory per delta is its
+// header. On error the sum is left partly updated and must be discarded.
 func (s *Sum) AddAll(rs []io.Reader, dtype string, weights []float64) error {
 	if len(rs) != len(weights) || len(rs) > MaxBatch {
 		return fmt.Errorf("fold: %d readers, %d weights (at most %d)", len(rs), len(weights), MaxBatch)
 	}
 	srcs := make([]deltaSource, len(rs))
 	for k, r := range rs {
-		br := readers.Get().(*bufio.Reader)
-		br.Reset(r)
-		defer func() { br.Reset(nil); readers.Put(br) }()
-		h, err := ReadHeader(br)
+		h, err := readHeader(r, s.params, dtype)
 		if err != nil {
 			return deltaErr(len(rs), k, err)
 		}
-		if err := h.Expect(s.params, dtype); err != nil {
-			return deltaErr(len(rs), k, err)
-		}
-		srcs[k] = deltaSource{h: h, r: direct{br: br, r: r}, weight: weights[k]}
+		srcs[k] = deltaSource{h: h, d: safetensors.NewDataReader(r, h, safetensors.Options{}), weight: weights[k]}
 	}
 	same := true
 	for k := 1; k < len(srcs); k++ {
@@ -114,10 +104,10 @@ func (s *Sum) AddAll(rs []io.Reader, dtype string, weights []float64) error {
 	return nil
 }
 
-// deltaSource is one delta of a batch: its header and its data stream.
+// deltaSource is one delta of a batch: its header and its data.
 type deltaSource struct {
-	h      *Header
-	r      io.Reader
+	h      *safetensors.Header
+	d      *safetensors.DataReader
 	weight float64
 }
 
@@ -129,64 +119,64 @@ func deltaErr(n, k int, err error) error {
 }
 
 // sameLayout reports whether two headers list the same tensors in the same order.
-func sameLayout(a, b *Header) bool {
-	if len(a.Entries) != len(b.Entries) {
+func sameLayout(a, b *safetensors.Header) bool {
+	if len(a.Tensors) != len(b.Tensors) {
 		return false
 	}
-	for i := range a.Entries {
-		if a.Entries[i].Name != b.Entries[i].Name {
+	for i := range a.Tensors {
+		if a.Tensors[i].Name != b.Tensors[i].Name {
 			return false
 		}
 	}
 	return true
 }
 
-// foldChunk is how many elements fold adds per delta before moving to the next delta:
-// the chunk of the sum (8 bytes an element) and one delta chunk fit in a core's L2.
-const foldChunk = 1 << 14
+// foldChunk is how many values fold adds per delta before moving to the next delta:
+// the chunk of the sum (8 bytes a value) and a delta chunk fit in a core's L2.
+const foldChunk = 1 << 15
 
-// fold adds the data of srcs, which share the first one's layout, chunk by chunk.
+// fold adds the data of srcs, which share a layout, chunk by chunk, in order: for each
+// chunk of the sum, the matching chunk of every delta.
 func (s *Sum) fold(srcs []deltaSource) error {
-	for _, e := range srcs[0].h.Entries {
-		es := ElemSize(e.DType)
-		total := int((e.End - e.Begin) / int64(es))
-		dst := s.vals[s.offset[e.Name] : s.offset[e.Name]+total]
-		for at := 0; at < total; {
-			n := min(foldChunk, total-at)
-			d := dst[at : at+n]
-			for k := range srcs {
-				b := s.buf[:n*es]
-				if _, err := io.ReadFull(srcs[k].r, b); err != nil {
-					return deltaErr(len(srcs), k, readErr(fmt.Sprintf("data of tensor %q", e.Name), err))
+	if s.buf == nil {
+		s.buf = make([]float32, foldChunk)
+	}
+	var off0, n0 int
+	for {
+		for k := range srcs {
+			t, at, n, err := srcs[k].d.Next(s.buf)
+			switch {
+			case err == io.EOF && k == 0:
+				// Every delta has the first's layout, so all must end here.
+				for j := 1; j < len(srcs); j++ {
+					if _, _, _, err := srcs[j].d.Next(s.buf); err != io.EOF {
+						if err == nil {
+							err = invalidf("the delta is longer than the first delta of its batch")
+						}
+						return deltaErr(len(srcs), j, classify(err))
+					}
 				}
-				if e.DType == F32 {
-					addF32(d, asF32(b), srcs[k].weight)
-				} else {
-					addF16(d, b, srcs[k].weight)
-				}
+				return nil
+			case err == io.EOF:
+				return deltaErr(len(srcs), k, invalidf("the delta ends before the first delta of its batch"))
+			case err != nil:
+				return deltaErr(len(srcs), k, classify(err))
 			}
-			at += n
+			off := s.offset[t.Name] + at
+			if k == 0 {
+				off0, n0 = off, n
+			} else if off != off0 || n != n0 {
+				// Same names in the same order, shapes checked against the model: the
+				// chunks line up. This guards that invariant.
+				return fmt.Errorf("fold: chunk of tensor %q at %d does not line up with the batch's first delta", t.Name, at)
+			}
+			addF32(s.vals[off:off+n], s.buf[:n], srcs[k].weight)
 		}
 	}
-	return nil
-}
-
-// direct reads what a bufio.Reader still holds, then reads the underlying stream
-// directly: the bulk of a delta goes from the file into the chunk buffer with one copy.
-type direct struct {
-	br *bufio.Reader
-	r  io.Reader
-}
-
-func (d direct) Read(p []byte) (int, error) {
-	if n := d.br.Buffered(); n > 0 {
-		return d.br.Read(p[:min(len(p), n)])
-	}
-	return d.r.Read(p)
 }
 
 // addF32 does dst[i] += weight * float64(src[i]) (without the multiply for weight 1),
-// four elements a step: the compiler checks bounds once a step.
+// four values a step: the compiler checks bounds once a step.
 func addF32(dst []float64, src []float32, weight float64) {
 	src = src[:len(dst)]
 	i := 0
@@ -215,68 +205,48 @@ func addF32(dst []float64, src []float32, weight float64) {
 	}
 }
 
-// addF16 does dst[i] += weight * float64(half(b[2i:])).
-func addF16(dst []float64, b []byte, weight float64) {
-	for i := range dst {
-		dst[i] += weight * float64(halfToFloat(uint16(b[2*i])|uint16(b[2*i+1])<<8))
-	}
-}
-
 // Apply writes base + sum/weight as a new F32 weights file to w, streaming base (an F32
-// file with the sum's tensors) from r. Each value is
-// float32(float64(base) + sum/weight), the definition tests reproduce.
+// file with the sum's tensors, in name order as Encode writes them) from r. Each value
+// is float32(float64(base) + sum/weight), the definition tests reproduce.
 func (s *Sum) Apply(w io.Writer, r io.Reader, meta map[string]string) error {
 	if s.count == 0 || s.weight <= 0 {
 		return fmt.Errorf("apply: nothing folded in")
 	}
-	br := bufio.NewReaderSize(r, 1<<20)
-	h, err := ReadHeader(br)
+	h, err := readHeader(r, s.params, F32)
 	if err != nil {
 		return fmt.Errorf("apply: base model: %w", err)
 	}
-	if err := h.Expect(s.params, F32); err != nil {
-		return fmt.Errorf("apply: base model: %w", err)
-	}
-	bw := bufio.NewWriterSize(w, 1<<20)
-	if err := writeHeader(bw, s.params, F32, meta); err != nil {
-		return fmt.Errorf("apply: %w", err)
-	}
-	// The output lists tensors in name order; read the base's data into place by name.
-	base := make(map[string]Entry, len(h.Entries))
-	for _, e := range h.Entries {
-		base[e.Name] = e
-	}
-	// Base files written by Encode are in name order too, so this is one sequential
-	// pass; other layouts would need seeking and are refused.
-	var at int64
-	out := make([]byte, chunkElems*4)
-	for _, p := range Sorted(s.params) {
-		e := base[p.Name]
-		if e.Begin != at {
+	// The output lists tensors in name order; a base laid out otherwise would need
+	// seeking and is refused.
+	for i := 1; i < len(h.Tensors); i++ {
+		if h.Tensors[i-1].Name > h.Tensors[i].Name {
 			return fmt.Errorf("apply: base model is not laid out in name order")
 		}
-		total := p.Size()
-		off := s.offset[p.Name]
-		for i := 0; i < total; {
-			n := min(chunkElems, total-i)
-			b := s.buf[:4*n]
-			if _, err := io.ReadFull(br, b); err != nil {
-				return fmt.Errorf("apply: base model: %w", readErr("data", err))
-			}
-			src := asF32(b)
-			dst := asF32(out[:4*n])
-			sum := s.vals[off+i : off+i+n]
-			for k := range n {
-				dst[k] = float32(float64(src[k]) + sum[k]/s.weight)
-			}
-			if _, err := bw.Write(encodeVals(F32, dst, out)); err != nil {
-				return fmt.Errorf("apply: %w", err)
-			}
-			i += n
-		}
-		at = e.End
 	}
-	if err := bw.Flush(); err != nil {
+	out, err := safetensors.NewWriter(w, s.params, safetensors.F32, meta)
+	if err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	d := safetensors.NewDataReader(r, h, safetensors.Options{})
+	vals := make([]float32, chunkElems)
+	for {
+		t, at, n, err := d.Next(vals)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("apply: base model: %w", classify(err))
+		}
+		sum := s.vals[s.offset[t.Name]+at : s.offset[t.Name]+at+n]
+		v := vals[:n]
+		for k := range v {
+			v[k] = float32(float64(v[k]) + sum[k]/s.weight)
+		}
+		if err := out.Write(v); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+	}
+	if err := out.Close(); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
 	return nil
