@@ -319,7 +319,7 @@ type RoundInfo struct {
 	Round          int        `json:"round"`
 	State          string     `json:"state"` // "open", "closed", "stuck"
 	BaseModel      string     `json:"base_model"`
-	ResultModel    string     `json:"result_model,omitempty"`
+	ResultModel    string     `json:"result_model,omitempty"` // W(r+1); empty until the close has written it (a closed round may briefly have none)
 	Issued         int        `json:"issued"`
 	Accepted       int        `json:"accepted"`
 	Late           int        `json:"late"`
