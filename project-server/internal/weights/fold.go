@@ -139,7 +139,7 @@ const foldChunk = 1 << 15
 // chunk of the sum, the matching chunk of every delta.
 func (s *Sum) fold(srcs []deltaSource) error {
 	if s.buf == nil {
-		s.buf = make([]float32, foldChunk)
+		s.buf = make([]float32, chunkFor(s.params, foldChunk))
 	}
 	var off0, n0 int
 	for {
@@ -228,7 +228,7 @@ func (s *Sum) Apply(w io.Writer, r io.Reader, meta map[string]string) error {
 		return fmt.Errorf("apply: %w", err)
 	}
 	d := safetensors.NewDataReader(r, h, safetensors.Options{})
-	vals := make([]float32, chunkElems)
+	vals := make([]float32, chunkFor(s.params, chunkElems))
 	for {
 		t, at, n, err := d.Next(vals)
 		if err == io.EOF {

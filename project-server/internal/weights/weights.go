@@ -78,9 +78,13 @@ func FileSize(params []spec.Param, dtype string, meta map[string]string) int64 {
 }
 
 // readHeader reads a delta's header and checks it holds exactly params, all in dtype,
-// in a file of at most FileSize + MaxHeaderBytes bytes.
+// with a header of at most MaxHeaderBytes.
 func readHeader(r io.Reader, params []spec.Param, dtype string) (*safetensors.Header, error) {
-	h, err := safetensors.ReadHeader(r, safetensors.Options{Expect: params, MaxBytes: FileSize(params, dtype, nil) + MaxHeaderBytes})
+	limit := int64(8 + MaxHeaderBytes)
+	for _, p := range params {
+		limit += int64(tensor.Numel(p.Shape) * safetensors.DType(dtype).Size())
+	}
+	h, err := safetensors.ReadHeader(r, safetensors.Options{Expect: params, MaxBytes: limit})
 	if err != nil {
 		return nil, classify(err)
 	}
@@ -92,6 +96,16 @@ func readHeader(r io.Reader, params []spec.Param, dtype string) (*safetensors.He
 
 // chunkElems is how many values a streaming pass reads at a time.
 const chunkElems = 1 << 16
+
+// chunkFor returns a chunk length for streaming params: limit, or the largest tensor
+// when that is smaller, so a small model's pass allocates little.
+func chunkFor(params []spec.Param, limit int) int {
+	n := 1
+	for _, p := range params {
+		n = max(n, tensor.Numel(p.Shape))
+	}
+	return min(n, limit)
+}
 
 // Summary describes a delta that passed Check.
 type Summary struct {
@@ -108,7 +122,7 @@ func Check(r io.Reader, params []spec.Param, dtype string, maxNorm float64) (*Su
 		return nil, err
 	}
 	d := safetensors.NewDataReader(r, h, safetensors.Options{})
-	vals := make([]float32, chunkElems)
+	vals := make([]float32, chunkFor(params, chunkElems))
 	var ss float64
 	for {
 		t, at, n, err := d.Next(vals)
