@@ -14,7 +14,7 @@ GOFLAGS_TAGS := $(if $(TAGS),-tags $(TAGS),)
 export TEXGRID_ORT_LIB ?= $(ORT_DIR)/libonnxruntime.so.1
 TEST_TIMEOUT ?= 20m
 
-.PHONY: help build demo test e2e bench lint deps ort clean
+.PHONY: help build demo test test-short e2e bench lint deps ort clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,15 +41,19 @@ build: ## build every binary into bin/
 demo: build ort ## run the whole grid on 127.0.0.1 (DATA=DIR for a real dataset)
 	$(BIN)/texgrid-demo --bin $(BIN) $(if $(DATA),--data $(DATA),) $(if $(SIZE),--size $(SIZE),)
 
-test: ort ## every test but e2e: unit, integration, demo and fault runs, PostgreSQL, ONNX Runtime, pure-Go BLAS
+test: ort ## the whole suite, as CI runs it: test-short, then e2e (about 20 minutes on 2 cores)
+	$(MAKE) --no-print-directory test-short
+	$(MAKE) --no-print-directory e2e
+
+test-short: ort ## every test but e2e: unit, integration, demo and fault runs, PostgreSQL, ONNX Runtime, pure-Go BLAS
 	TEXGRID_REQUIRE_ORT=1 TEXGRID_REQUIRE_POSTGRES=1 TEXGRID_REQUIRE_TOOLS=1 TEXGRID_REQUIRE_DATA=1 \
 		$(GO) test $(GOFLAGS_TAGS) -timeout $(TEST_TIMEOUT) -count=1 ./...
 	CGO_ENABLED=0 $(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./trainer/...
 
-e2e: ort ## federated vs centralised accuracy on ../shared/data (about 30 minutes; not yet in CI)
+e2e: ort ## federated vs centralised accuracy on ../shared/data (about 16 minutes), appended to the results file
 	TEXGRID_E2E_ACCURACY=1 TEXGRID_REQUIRE_DATA=1 TEXGRID_REQUIRE_TOOLS=1 \
-		$(GO) test $(GOFLAGS_TAGS) -timeout 60m -count=1 -v -run TestFederatedMatchesCentralised ./project-server/internal/grid/ \
-		| grep -v '^        '
+		$(GO) test $(GOFLAGS_TAGS) -timeout 45m -count=1 -v -run TestFederatedMatchesCentralised ./project-server/internal/grid/ \
+		| grep --line-buffered -v '^        '
 
 bench: build ort ## benchmarks against their peers (PyTorch, ONNX Runtime), printing ratios
 	bash trainer/bench/bench.sh
