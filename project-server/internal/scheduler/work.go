@@ -228,7 +228,8 @@ const (
 )
 
 var (
-	qClaimSlot = txQuery(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
+	qReissuableTx = txQuery(qReissuable)
+	qClaimSlot    = txQuery(`UPDATE rounds SET next_slot = next_slot + 1, issued = issued + 1
 		WHERE campaign_id = ? AND round = ? AND state <> '` + store.RoundClosed + `' AND next_slot < slots RETURNING next_slot`)
 	qInsertWU = txQuery(`INSERT INTO work_units (campaign_id, round, slot, attempt, host_id, seed, fragment_count, flops, state,
 		issued_at, deadline, progress) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) RETURNING id`)
@@ -316,6 +317,15 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		if err == nil {
 			slot = next - 1
 		} else {
+			// Every slot went out since the round was read. Without a unit to reissue
+			// there is nothing to do: check that first, cheaply, before locking.
+			var n int64
+			if err := q.row(qReissuableTx, c.ID, c.Round, now).Scan(&n); err != nil {
+				return err
+			}
+			if n == 0 {
+				return nil
+			}
 			lr, err := s.lockRound(tx, c.ID, c.Round)
 			if errors.Is(err, store.ErrNotFound) {
 				return nil
