@@ -105,6 +105,11 @@ func attach(t *testing.T, url, key string) string {
 	return dir
 }
 
+// slowCPU is the --cpu-limit (percent) of clients a test must catch mid-work-unit, to
+// kill, pause or stop them: it stretches the work unit without changing a bit of its
+// result, so the tests do not depend on how fast the trainer is.
+const slowCPU = "25"
+
 func run(t *testing.T, dir string, extra ...string) *testgrid.Proc {
 	t.Helper()
 	args := append([]string{"run", "--state-dir", dir, "--headless", "--log-level", "debug", "--max-threads", "1",
@@ -162,7 +167,7 @@ func TestKill9ResumesBitExact(t *testing.T) {
 	wu := workUnit(t, srv, ftp, m, 77, 800)
 	srv.QueueWork(wu)
 	dir := attach(t, srv.URL(), fakeserver.AccountKey)
-	p1 := run(t, dir, "--exit-after", "1")
+	p1 := run(t, dir, "--exit-after", "1", "--cpu-limit", slowCPU)
 	prog := waitCheckpoint(t, dir, wu.ID, p1)
 	p1.Kill()
 	if ups := srv.UploadsOf(wu.ID); len(ups) != 0 {
@@ -199,7 +204,7 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 	wu := workUnit(t, srv, ftp, m, 5, 2000)
 	srv.QueueWork(wu)
 	dir := attach(t, srv.URL(), fakeserver.AccountKey)
-	p := run(t, dir, "--checkpoint-seconds", "3600")
+	p := run(t, dir, "--checkpoint-seconds", "3600", "--cpu-limit", slowCPU)
 	p.WaitLog(t, "work unit prepared", 2*time.Minute)
 	time.Sleep(500 * time.Millisecond)
 	p.Cmd.Process.Signal(syscall.SIGTERM)
@@ -242,8 +247,8 @@ func TestRealGrid(t *testing.T) {
 
 	a := attach(t, ps.URL, ps.AccountKey)
 	b := attach(t, ps.URL, ps.AccountKey)
-	pa := run(t, a, "--exit-after", "1")
-	pb := run(t, b, "--exit-after", "1")
+	pa := run(t, a, "--exit-after", "1", "--cpu-limit", slowCPU)
+	pb := run(t, b, "--exit-after", "1", "--cpu-limit", slowCPU)
 
 	// Client b: status, pause, resume through the CLI and the local API.
 	pb.WaitLog(t, "work unit prepared", 2*time.Minute)
@@ -354,7 +359,7 @@ func TestRealGridLateResult(t *testing.T) {
 	}
 	d := attach(t, ps.URL, ps.AccountKey)
 	// No heartbeat during the test, so d hears of the closed round only at upload.
-	pd := run(t, d, "--exit-after", "1", "--heartbeat-seconds", "3600")
+	pd := run(t, d, "--exit-after", "1", "--heartbeat-seconds", "3600", "--cpu-limit", slowCPU)
 	pd.WaitLog(t, "work unit prepared", 2*time.Minute)
 	vc(t, "pause", "--state-dir", d)
 	waitState(t, d, localapi.StatePaused)
