@@ -116,25 +116,13 @@ func TestGradientsMatchPyTorch(t *testing.T) {
 	for i := range got {
 		got[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
-	compare := func(what string, ours, theirs []float32) {
-		var scale float64
-		for _, v := range theirs {
-			scale = math.Max(scale, math.Abs(float64(v)))
-		}
-		for j := range ours {
-			if d := math.Abs(float64(ours[j] - theirs[j])); d > 1e-4*scale+1e-7 {
-				t.Errorf("%s[%d]: Go %g, PyTorch %g (largest |value| %g)", what, j, ours[j], theirs[j], scale)
-				return
-			}
-		}
-	}
-	compare("logits", logits, got[:n*classes])
+	closeTo(t, "logits (Go vs PyTorch)", logits, got[:n*classes])
 	at := n * classes
 	for _, g := range ws.Grads() {
 		if at+len(g.T.Data) > len(got) {
 			t.Fatalf("PyTorch returned %d values, fewer than the gradients need", len(got))
 		}
-		compare("grad "+g.Name, g.T.Data, got[at:at+len(g.T.Data)])
+		closeTo(t, "grad "+g.Name+" (Go vs PyTorch)", g.T.Data, got[at:at+len(g.T.Data)])
 		at += len(g.T.Data)
 	}
 	if at != len(got) {
