@@ -14,6 +14,11 @@
 //	1 (2026-11-21): optional Hyper.LRDecay (per-round learning-rate decay). No bump:
 //	  the field is optional, and a work unit's LearningRate is already the round's
 //	  rate, so clients that ignore LRDecay train correctly.
+//	2 (2026-12-02): POST /api/v1/work/{id}/failure (FailureRequest): a host reports a
+//	  work unit it cannot finish (training diverged to a non-finite loss or delta); the
+//	  server records it against the unit and the host and reissues the slot.
+//	  RoundInfo.Failed and HostInfo.ResultsFailed count such reports. Version 1
+//	  clients never send it; their units expire at their deadline as before.
 //
 // # Volunteer flow
 //
@@ -21,7 +26,9 @@
 // host token. Then, in a loop: POST /api/v1/work to get a WorkUnit; GET the base model
 // blob; train; POST heartbeats while working; PUT the delta to the result endpoint. A
 // 409 with code "late" means the round closed without this result: drop it and ask for
-// new work. Every call but registration sends "Authorization: Bearer <host token>".
+// new work. A unit the host cannot finish (its training diverged) is reported with
+// POST /api/v1/work/{id}/failure and dropped. Every call but registration sends
+// "Authorization: Bearer <host token>".
 package protocol
 
 import (
@@ -31,7 +38,7 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 1
+const Version = 2
 
 // MinVersion is the oldest client protocol version the server still accepts.
 const MinVersion = 1
@@ -215,7 +222,33 @@ type ResultResponse struct {
 	Replayed bool    `json:"replayed,omitempty"` // the result had already been accepted
 }
 
-// WorkPath returns the path of a work unit's sub-resource ("result", "heartbeat").
+// FailureRequest is POST /api/v1/work/{id}/failure (version 2): the host gives up a
+// work unit it cannot finish, and drops it. Every field must be JSON: a non-finite
+// loss is reported in Message, never as a number. The answer is a FailureResponse;
+// 409 "wu_closed" means the unit was aborted (campaign stopped, host detached) or
+// already ended, and 409 "conflict" that its result is already in: drop it either way.
+// Sending the same report again is answered as before, with Replayed set.
+type FailureRequest struct {
+	Reason   string  `json:"reason"`             // one of the Failure* constants
+	Message  string  `json:"message,omitempty"`  // what happened, for the researcher (at most 1000 bytes)
+	Progress float64 `json:"progress,omitempty"` // 0..1, where training stopped
+	Epoch    int     `json:"epoch,omitempty"`
+}
+
+// Failure reasons.
+const (
+	FailureDiverged = "diverged" // training reached a non-finite loss, or the delta is not finite
+)
+
+// FailureResponse answers a failure report.
+type FailureResponse struct {
+	Round    int  `json:"round"`
+	Reissued bool `json:"reissued"`           // the unit's slot has attempts left and goes to another host
+	Replayed bool `json:"replayed,omitempty"` // the failure had already been recorded
+}
+
+// WorkPath returns the path of a work unit's sub-resource ("result", "heartbeat",
+// "failure").
 func WorkPath(id int64, sub string) string {
 	return fmt.Sprintf("%s/work/%d/%s", APIPrefix, id, sub)
 }
@@ -324,6 +357,7 @@ type RoundInfo struct {
 	Accepted       int        `json:"accepted"`
 	Late           int        `json:"late"`
 	Invalid        int        `json:"invalid"`
+	Failed         int        `json:"failed"` // units their host reported as failed (version 2)
 	Needed         int        `json:"needed"` // ceil(quorum x WUs)
 	OpenedAt       time.Time  `json:"opened_at"`
 	ClosedAt       *time.Time `json:"closed_at,omitempty"`
@@ -366,6 +400,7 @@ type HostInfo struct {
 	Credit         float64   `json:"credit"`          // total credit, one per GFLOP of valid work
 	ResultsValid   int       `json:"results_valid"`   // accepted or late
 	ResultsInvalid int       `json:"results_invalid"` // refused with invalid_delta
+	ResultsFailed  int       `json:"results_failed"`  // units reported failed (version 2)
 	ErrorRate      float64   `json:"error_rate"`      // invalid / (valid + invalid)
 	LastContact    time.Time `json:"last_contact"`
 }

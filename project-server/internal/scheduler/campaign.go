@@ -486,7 +486,7 @@ func (s *Scheduler) Rounds(ctx context.Context, id int64) ([]protocol.RoundInfo,
 	out := make([]protocol.RoundInfo, 0, len(rs))
 	for _, r := range rs {
 		ri := protocol.RoundInfo{Round: r.Round, State: r.State, BaseModel: r.BaseModel, ResultModel: r.ResultModel,
-			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Invalid: r.Invalid, Needed: r.Needed,
+			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Invalid: r.Invalid, Failed: r.Failed, Needed: r.Needed,
 			OpenedAt: r.OpenedAt, ClosedAt: r.ClosedAt, SamplesTrained: r.SamplesTrained}
 		if r.MetricsJSON != nil {
 			var m protocol.Metrics

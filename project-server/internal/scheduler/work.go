@@ -224,7 +224,7 @@ const (
 		FROM rounds r LEFT JOIN work_units w ON w.campaign_id = r.campaign_id AND w.round = r.round AND w.host_id = ?
 		WHERE r.campaign_id = ? AND r.round = ?`
 	qReissuable = `SELECT COUNT(*) FROM (SELECT 1 FROM work_units WHERE campaign_id = ? AND round = ?
-		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
+		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `', '` + store.WUFailed + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
 )
 
 var (
@@ -278,8 +278,8 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		}
 	}
 	if r.NextSlot >= r.Slots {
-		// Every slot is out: a reissue needs a unit past its deadline or released by
-		// a host that detached.
+		// Every slot is out: a reissue needs a unit past its deadline, released by a
+		// host that detached, or reported failed.
 		var n int64
 		if err := s.raw(s.read(ctx)).row(qReissuable, c.ID, c.Round, now).Scan(&n); err != nil {
 			return nil, err

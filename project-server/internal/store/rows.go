@@ -34,6 +34,7 @@ type Host struct {
 	LastContact    time.Time
 	ResultsValid   int
 	ResultsInvalid int
+	ResultsFailed  int // work units the host reported it could not finish
 	Credit         float64
 	Detached       bool
 }
@@ -89,6 +90,7 @@ type Round struct {
 	Accepted       int
 	Late           int
 	Invalid        int
+	Failed         int // units their host reported as failed
 	SamplesTrained int64
 	OpenedAt       time.Time
 	Deadline       time.Time
@@ -105,6 +107,7 @@ const (
 	WULate     = "late"     // its result arrived after the round closed
 	WUClosed   = "closed"   // the round closed before a result arrived
 	WUAborted  = "aborted"  // the host detached or the campaign stopped
+	WUFailed   = "failed"   // its host reported it could not finish it; the slot may be reissued
 )
 
 // WorkUnit is one issue of a round's slot to a host. Seed is stored bit-cast to int64.
@@ -128,9 +131,13 @@ type WorkUnit struct {
 // Result outcomes stored in the results table, beyond protocol's accepted and late.
 const (
 	OutcomeInvalid = "invalid"
+	// OutcomeFailed records a host's failure report: no delta (sha256 and size are
+	// empty), the reason and message in Reason.
+	OutcomeFailed = "failed"
 )
 
-// Result records every upload that was read in full: accepted, late or invalid.
+// Result records every upload that was read in full (accepted, late or invalid) and
+// every failure report.
 type Result struct {
 	ID         int64
 	WorkUnitID int64
