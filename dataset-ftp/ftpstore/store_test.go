@@ -19,13 +19,14 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // serveKTH starts a real server holding n images of each of two kth-tips-grey classes
 // as dataset "kth", indexed.
 func serveKTH(t testing.TB, n int, opts ...ftptest.Option) (*ftptest.Env, *manifest.Manifest) {
 	t.Helper()
-	src := ftptest.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	env := ftptest.Start(t, opts...)
 	for _, class := range []string{"cotton", "sponge"} {
 		ents, err := os.ReadDir(filepath.Join(src, class))

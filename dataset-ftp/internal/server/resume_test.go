@@ -16,6 +16,7 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // connTracker records the connections a jlaffaye client opens so a test can cut them.
@@ -97,7 +98,7 @@ func waitPartial(t *testing.T, env *ftptest.Env, p string) (*ftp.ServerConn, int
 // file is neither visible to readers nor indexed, then resumes with REST + STOR.
 func TestStorResume(t *testing.T) {
 	t.Parallel()
-	src := ftptest.SharedData(t, "kylberg6")
+	src := shareddata.Path(t, "kylberg6")
 	body, err := os.ReadFile(filepath.Join(src, "sand1", "sand1-a-p001.png"))
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // moduleRoot walks up to go.mod.
@@ -46,10 +48,7 @@ func TestFTPReal(t *testing.T) {
 		t.Skip("builds and runs dataset-ftp")
 	}
 	root := moduleRoot(t)
-	src := filepath.Join(root, "..", "shared", "data", "kylberg6")
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("real images not available: %v", err)
-	}
+	src := shareddata.Path(t, "kylberg6")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "dataset-ftp")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "dataset-ftp", "cmd", "dataset-ftp")).CombinedOutput(); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/volunteer-client/internal/checkpoint"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
@@ -46,7 +47,7 @@ func vc(t *testing.T, args ...string) string {
 // ftpDataset starts a real dataset-ftp server with a kth-tips-grey subset uploaded.
 func ftpDataset(t *testing.T) (*testgrid.FTP, *manifest.Manifest) {
 	t.Helper()
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	m := ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	return ftp, m
@@ -233,7 +234,7 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 // while and restarted; both results are accepted and the round closes. Then both
 // detach.
 func TestRealGrid(t *testing.T) {
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	ps := testgrid.StartProject(t, ftp)
@@ -346,7 +347,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // close the round; d, resumed, finishes and is answered late: it records that and
 // exits without retrying the upload.
 func TestRealGridLateResult(t *testing.T) {
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	ps := testgrid.StartProject(t, ftp)
@@ -489,7 +490,7 @@ func TestCPULimitRealTrainer(t *testing.T) {
 // image cache left under the cap, says so in its status, keeps its state directory
 // under the cap, and tells the server how much room it has.
 func TestDiskCapRefusesWorkUnit(t *testing.T) {
-	src := testgrid.SharedData(t, "kylberg6")
+	src := shareddata.Path(t, "kylberg6")
 	ftp := testgrid.StartFTP(t)
 	m := ftp.Upload(t, testgrid.Subset(t, src, "kyl", 6, 20))
 	srv := startFake(t)

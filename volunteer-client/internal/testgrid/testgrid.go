@@ -47,17 +47,6 @@ func Root(t testing.TB) string {
 	}
 }
 
-// SharedData returns ../shared/data/<name> next to the module root, skipping the test
-// when it is missing.
-func SharedData(t testing.TB, name string) string {
-	t.Helper()
-	p := filepath.Join(Root(t), "..", "shared", "data", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("real images not found at %s", p)
-	}
-	return p
-}
-
 var (
 	buildMu  sync.Mutex
 	built    = map[string]string{}
