@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
@@ -92,13 +93,13 @@ func TestFTPReal(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	addr := cfg["listen"].(string)
-	for i := 0; i < 200; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
+	poll.For(t, 30*time.Second, "dataset-ftp to listen on "+addr, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
 			c.Close()
-			break
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 
 	ctx := context.Background()
 	src2 := &FTP{Addr: addr, User: "server", Password: "reader-secret", CacheDir: filepath.Join(dir, "cache")}

@@ -19,6 +19,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/weights"
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
@@ -103,18 +104,11 @@ func TestEvaluation(t *testing.T) {
 	defer stop()
 	e.srv, e.ts = srv, ts
 	var rs []protocol.RoundInfo
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	poll.Until(t, 60*time.Second, "round 0 to be evaluated after the restart", func() bool {
 		rs = e.rounds(c.ID)
-		if rs[0].Metrics != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return rs[0].Metrics != nil
+	})
 	m := rs[0].Metrics
-	if m == nil {
-		t.Fatal("round 0 was not evaluated after the restart")
-	}
 	man, err := (datasets.Dir{Root: root}).Manifest(ctx, "kylberg", "")
 	if err != nil {
 		t.Fatal(err)
