@@ -110,7 +110,9 @@ func attach(t *testing.T, url, key string) string {
 
 // slowCPU is the --cpu-limit (percent) of clients a test must catch mid-work-unit, to
 // kill, pause or stop them: it stretches the work unit without changing a bit of its
-// result, so the tests do not depend on how fast the trainer is.
+// result, so that it outlasts a checkpoint interval even on a fast machine. The order
+// itself is arranged, not left to it: the tests freeze (SIGSTOP) or pause the client
+// and check it is mid-unit before they act.
 const slowCPU = "25"
 
 func run(t *testing.T, dir string, extra ...string) *testgrid.Proc {
