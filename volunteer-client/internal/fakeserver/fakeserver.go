@@ -8,6 +8,7 @@
 package fakeserver
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 )
 
 // AccountKey is the only account key the fake accepts.
@@ -118,16 +120,10 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart listens again on the same address after Stop.
+// Restart listens again on the same address after Stop, trying for up to 10 s while
+// the address is still taken.
 func (s *Server) Restart() error {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = s.listen(s.addr); err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return err
+	return poll.Wait(context.Background(), 10*time.Second, func() error { return s.listen(s.addr) })
 }
 
 // Close stops the server for good.
