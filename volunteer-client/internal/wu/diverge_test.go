@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/trainer/tensor"
 	"github.com/texgrid/texgrid/volunteer-client/internal/agent"
@@ -74,7 +76,7 @@ func attachHost(t *testing.T, url, key, name string) (*apiclient.Client, state.I
 // server records the failure on the round and gives the slot to nobody else from this
 // host. Stopping the campaign leaves the agent idle, not retraining.
 func TestPoisonedModelOverRealServer(t *testing.T) {
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	m := ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	ps := testgrid.StartProject(t, ftp)
@@ -170,13 +172,7 @@ func TestPoisonedModelOverRealServer(t *testing.T) {
 	}()
 	waitUntil := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(3 * time.Minute)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		poll.Until(t, 3*time.Minute, what, cond)
 	}
 	waitUntil("the failure of round 1's unit on the server", func() bool {
 		rs := rounds()
