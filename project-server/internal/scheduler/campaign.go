@@ -226,6 +226,7 @@ type campaignInfo struct {
 	deltaMax  int64  // largest acceptable delta upload in bytes
 	mode      policy.Mode
 	agg       aggregate.Aggregator
+	opt       aggregate.Optimizer
 }
 
 func (s *Scheduler) info(c *store.Campaign) (*campaignInfo, error) {
@@ -261,6 +262,13 @@ func (s *Scheduler) info(c *store.Campaign) (*campaignInfo, error) {
 		aggName = aggregate.NameSampleWeight
 	}
 	if ci.agg, err = aggregate.For(aggName); err != nil {
+		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
+	}
+	// Campaigns created before server optimisers existed average plainly.
+	if ci.spec.ServerLR == 0 {
+		ci.spec.ServerLR = DefaultServerLR
+	}
+	if ci.opt, err = aggregate.NewOptimizer(ci.spec.ServerOptimizer, ci.spec.ServerLR, ci.spec.ServerMomentum); err != nil {
 		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
 	}
 	s.specMu.Lock()

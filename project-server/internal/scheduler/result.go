@@ -498,11 +498,12 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	if err := ci.agg.Aggregate(ctx, deltas, ci.dtype, sum); err != nil {
 		return nil, err
 	}
-	if ci.spec.ServerLR != 1 && ci.spec.ServerLR != 0 {
-		sum.Normalize()
-		for i, v := range sum.Values() {
-			sum.Values()[i] = ci.spec.ServerLR * v
-		}
+	// The server optimiser turns the mean into the step; its state after this round
+	// is a blob that is durable before the row naming it commits.
+	sum.Normalize()
+	prevState, optState, err := s.optimizerStep(ctx, ci, campaignID, round, sum)
+	if err != nil {
+		return nil, err
 	}
 	base, err := s.blobs.Open(r.BaseModel)
 	if err != nil {
@@ -526,12 +527,17 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 		cl.done = false
 		now := s.now()
 		res := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ? AND state = ? AND result_model = ''", campaignID, round, store.RoundClosed).
-			Update("result_model", sha)
+			Updates(map[string]any{"result_model": sha, "opt_state": optState})
 		if res.Error != nil {
 			return res.Error
 		}
 		if res.RowsAffected == 0 {
 			return errFinished
+		}
+		if prevState != "" {
+			if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", campaignID, round-1).Update("opt_state", "").Error; err != nil {
+				return err
+			}
 		}
 		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&store.ModelVersion{SHA256: sha, CampaignID: campaignID,
 			Round: next, Size: bw.Size(), CreatedAt: now}).Error; err != nil {
@@ -567,9 +573,52 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	if err != nil {
 		return nil, err
 	}
+	if prevState != "" && prevState != optState {
+		if err := s.blobs.Remove(prevState); err != nil {
+			s.log.Warn("remove optimizer state", "sha256", prevState, "err", err)
+		}
+	}
 	cl.model = sha
 	cl.took = time.Since(start)
 	return cl, nil
+}
+
+// optimizerStep applies the campaign's server optimiser to the normalised mean in sum,
+// starting from the state the previous round left (zero for the first), and returns
+// that state's blob and the blob of the new state ("" for a stateless optimiser).
+func (s *Scheduler) optimizerStep(ctx context.Context, ci *campaignInfo, campaignID int64, round int, sum *weights.Sum) (prev, next string, err error) {
+	n := ci.opt.Moments()
+	if n == 0 {
+		ci.opt.Step(sum.Values(), nil)
+		return "", "", nil
+	}
+	state := aggregate.NewState(ci.resolved.Params, n)
+	if round > 0 {
+		var r store.Round
+		if err := s.read(ctx).Select("opt_state").Where("campaign_id = ? AND round = ?", campaignID, round-1).Take(&r).Error; err != nil {
+			return "", "", fmt.Errorf("optimizer state of round %d: %w", round-1, err)
+		}
+		if prev = r.OptState; prev != "" {
+			f, err := s.blobs.Open(prev)
+			if err != nil {
+				return "", "", fmt.Errorf("optimizer state of round %d: %w", round-1, err)
+			}
+			state, err = aggregate.DecodeState(f, ci.resolved.Params, n)
+			f.Close()
+			if err != nil {
+				return "", "", fmt.Errorf("optimizer state of round %d: %w", round-1, err)
+			}
+		}
+	}
+	ci.opt.Step(sum.Values(), state)
+	var buf bytes.Buffer
+	if err := aggregate.EncodeState(&buf, ci.resolved.Params, state); err != nil {
+		return "", "", err
+	}
+	if next, err = s.blobs.Put(buf.Bytes()); err != nil {
+		return "", "", fmt.Errorf("optimizer state of round %d: %w", round, err)
+	}
+	return prev, next, nil
 }
 
 // errFinished rolls back a second attempt at a close another attempt finished.

@@ -112,6 +112,11 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 		WHERE r.outcome = ? AND (o.state <> ? OR o.result_model = '') AND COALESCE(length(r.data), 0) = 0`, protocol.OutcomeAccepted, store.RoundClosed).Scan(&deltas).Error; err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	var states []string
+	if err := s.db.WithContext(ctx).Model(&store.Round{}).Where("opt_state <> ''").Pluck("opt_state", &states).Error; err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	deltas = append(deltas, states...)
 	for _, n := range append(models, deltas...) {
 		keep[n] = true
 	}

@@ -160,3 +160,54 @@ func TestAsyncServerLR(t *testing.T) {
 		}
 	})
 }
+
+// TestServerMomentum: FedAvgM on synchronous rounds keeps its momentum across a
+// restart: W2 = W1 + (beta x m1 + mean2) with m1 the first round's mean as stored.
+func TestServerMomentum(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
+		e := newEnv(t, dsn)
+		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 2, Rounds: 3, ServerOptimizer: protocol.OptimizerMomentum,
+			ServerMomentum: 0.5, Start: true})
+		round := func(seed uint64) [][]tensor.Named {
+			a, b := e.host(1), e.host(1)
+			wa, wb := e.work(a), e.work(b)
+			ps := params(t, wa)
+			ds := [][]tensor.Named{delta(ps, seed, 0.01), delta(ps, seed+1, 0.01)}
+			e.must(e.upload(a, wa.ID, encode(t, ds[0], weights.F32), nil), http.StatusOK, nil)
+			e.must(e.upload(b, wb.ID, encode(t, ds[1], weights.F32), nil), http.StatusOK, nil)
+			return ds
+		}
+		tok := e.host(1)
+		w0 := decodeModel(t, e.blob(tok, c.ModelSHA256))
+		d1 := round(21)
+		c1 := e.campaign(c.ID)
+		w1 := decodeModel(t, e.blob(tok, c1.ModelSHA256))
+		checkModel(t, w1, expectWeighted(w0, d1, []float64{1, 1}))
+		e.restart()
+		d2 := round(31)
+		c2 := e.campaign(c.ID)
+		if c2.Round != 2 {
+			t.Fatalf("campaign at round %d, want 2", c2.Round)
+		}
+		want := map[string][]float32{}
+		for name, w := range w1 {
+			out := make([]float32, len(w.Data))
+			for i := range out {
+				mean1 := (float64(tensor.Find(d1[0], name).Data[i]) + float64(tensor.Find(d1[1], name).Data[i])) / 2
+				mean2 := (float64(tensor.Find(d2[0], name).Data[i]) + float64(tensor.Find(d2[1], name).Data[i])) / 2
+				m1 := float64(float32(mean1))
+				out[i] = float32(float64(w.Data[i]) + (0.5*m1 + mean2))
+			}
+			want[name] = out
+		}
+		checkModel(t, decodeModel(t, e.blob(tok, c2.ModelSHA256)), want)
+		// Only the newest state is kept.
+		var states []string
+		if err := e.srv.DB.Raw("SELECT opt_state FROM rounds WHERE campaign_id = ? AND opt_state <> ''", c.ID).Scan(&states).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(states) != 1 {
+			t.Fatalf("%d optimizer states kept, want 1", len(states))
+		}
+	})
+}
