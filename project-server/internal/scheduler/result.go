@@ -527,7 +527,7 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 		cl.done = false
 		now := s.now()
 		res := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ? AND state = ? AND result_model = ''", campaignID, round, store.RoundClosed).
-			Updates(map[string]any{"result_model": sha, "opt_state": optState})
+			Updates(roundClose(sha, optState, cl.eval || next >= ci.spec.Rounds, ci.spec.EvalEvery))
 		if res.Error != nil {
 			return res.Error
 		}
@@ -581,6 +581,17 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	cl.model = sha
 	cl.took = time.Since(start)
 	return cl, nil
+}
+
+// roundClose is the update that records a round's result model and optimiser state.
+// A model the mode does not evaluate is marked so (in eval_error, which the evaluator
+// skips) rather than left looking like one waiting for evaluation.
+func roundClose(model, optState string, evaluate bool, every int) map[string]any {
+	up := map[string]any{"result_model": model, "opt_state": optState}
+	if !evaluate {
+		up["eval_error"] = fmt.Sprintf("not evaluated: the campaign evaluates every %d versions", every)
+	}
+	return up
 }
 
 // optimizerStep applies the campaign's server optimiser to the normalised mean in sum,

@@ -1,9 +1,12 @@
 package server_test
 
 import (
+	"context"
 	"math"
 	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/texgrid/texgrid/project-server/internal/weights"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -136,11 +139,12 @@ func TestAsync(t *testing.T) {
 	})
 }
 
-// TestAsyncServerLR: eta_g scales the staleness-weighted mean.
+// TestAsyncServerLR: eta_g scales the staleness-weighted mean, and eval_every skips
+// the evaluation of versions between its multiples.
 func TestAsyncServerLR(t *testing.T) {
 	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
 		e := newEnv(t, dsn)
-		c := e.createCampaign(protocol.CampaignSpec{Mode: protocol.ModeAsync, BufferSize: 2, ServerLR: 0.5, Rounds: 2, Start: true})
+		c := e.createCampaign(protocol.CampaignSpec{Mode: protocol.ModeAsync, BufferSize: 2, ServerLR: 0.5, EvalEvery: 2, Rounds: 3, Start: true})
 		a, b := e.host(1), e.host(1)
 		wa, wb := e.work(a), e.work(b)
 		ps := params(t, wa)
@@ -157,6 +161,14 @@ func TestAsyncServerLR(t *testing.T) {
 					t.Fatalf("%s[%d] = %v, want %v", name, i, got[name].Data[i], want)
 				}
 			}
+		}
+		// With eval_every 2, version 1 (made by closing version 0) is not evaluated.
+		var evalErr string
+		if err := e.srv.DB.Raw("SELECT eval_error FROM rounds WHERE campaign_id = ? AND round = 0", c.ID).Scan(&evalErr).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(evalErr, "every 2 versions") {
+			t.Fatalf("version 0's close is marked %q, want it skipped by eval_every", evalErr)
 		}
 	})
 }
@@ -208,6 +220,40 @@ func TestServerMomentum(t *testing.T) {
 		}
 		if len(states) != 1 {
 			t.Fatalf("%d optimizer states kept, want 1", len(states))
+		}
+	})
+}
+
+// TestAsyncDeadline: in asynchronous mode a unit past its deadline expires, its host
+// is given a fresh unit, and the expired unit's result, if it comes after all, is still
+// taken into the buffer (it is only older, not wrong).
+func TestAsyncDeadline(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
+		e := newEnv(t, dsn)
+		c := e.createCampaign(protocol.CampaignSpec{Mode: protocol.ModeAsync, BufferSize: 2, WUDeadline: protocol.Duration(time.Minute),
+			Rounds: 2, Start: true})
+		a := e.host(1)
+		w1 := e.work(a)
+		if again := e.work(a); again == nil || again.ID != w1.ID {
+			t.Fatalf("a host asking again before its deadline got %+v, want its unit %d back", again, w1.ID)
+		}
+		e.clock.Add(2 * time.Minute)
+		if err := e.srv.Sched.Tick(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		w2 := e.work(a)
+		if w2 == nil || w2.ID == w1.ID || w2.Round != 0 {
+			t.Fatalf("after the deadline: %+v, want a fresh unit of version 0", w2)
+		}
+		ps := params(t, w1)
+		var res protocol.ResultResponse
+		e.must(e.upload(a, w1.ID, encode(t, delta(ps, 41, 0.01), weights.F32), nil), http.StatusOK, &res)
+		if res.Outcome != protocol.OutcomeAccepted {
+			t.Fatalf("expired unit's result: %+v", res)
+		}
+		e.must(e.upload(a, w2.ID, encode(t, delta(ps, 42, 0.01), weights.F32), nil), http.StatusOK, &res)
+		if got := e.campaign(c.ID); got.Round != 1 {
+			t.Fatalf("campaign at version %d after two results with K = 2", got.Round)
 		}
 	})
 }
