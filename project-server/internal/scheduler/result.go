@@ -573,7 +573,10 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	if err != nil {
 		return nil, err
 	}
-	if prevState != "" && prevState != optState {
+	var users int64
+	if prevState != "" && prevState != optState &&
+		s.read(ctx).Model(&store.Round{}).Where("opt_state = ?", prevState).Count(&users).Error == nil && users == 0 {
+		// Content-addressed: another campaign's round may name the same state.
 		if err := s.blobs.Remove(prevState); err != nil {
 			s.log.Warn("remove optimizer state", "sha256", prevState, "err", err)
 		}
