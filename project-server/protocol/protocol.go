@@ -302,7 +302,7 @@ type CampaignSpec struct {
 	// Asynchronous mode (version 2). Rounds is then the number of versions to build.
 	BufferSize        int     `json:"buffer_size,omitempty"`        // K: results per version, default 3
 	StalenessExponent float64 `json:"staleness_exponent,omitempty"` // a in s(tau) = (1+tau)^-a, default 0.5 (0 takes the default)
-	MaxStaleness      int     `json:"max_staleness,omitempty"`      // results staler are refused as stale, default 8
+	MaxStaleness      int     `json:"max_staleness,omitempty"`      // results staler are refused as stale; default (and 0) 8
 	EvalEvery         int     `json:"eval_every,omitempty"`         // evaluate every E versions, default 1
 	// Server optimiser, both modes (version 2).
 	ServerOptimizer string  `json:"server_optimizer,omitempty"` // "sgd" (default), "momentum" or "adam"
