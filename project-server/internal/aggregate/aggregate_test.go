@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -147,5 +148,61 @@ func TestFor(t *testing.T) {
 		if (err != nil) != tc.err || got != tc.want {
 			t.Errorf("For(%q) = %v, %v; want %v (error %v)", tc.name, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+// median is a coordinate-wise median written against the Aggregator interface and
+// weights.ForEachChunk, as a robust aggregator would be: it checks that the interface
+// lets an implementation read every delta of a fold chunk by chunk.
+type median struct{}
+
+func (median) Aggregate(ctx context.Context, deltas []Delta, dtype string, out *weights.Sum) error {
+	rs := make([]io.Reader, len(deltas))
+	for k, d := range deltas {
+		f, err := d.Open()
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		rs[k] = f
+	}
+	dst := out.Values()
+	col := make([]float64, len(deltas))
+	err := weights.ForEachChunk(rs, out.Params(), dtype, func(off int, vals [][]float32) error {
+		for i := range vals[0] {
+			for k := range vals {
+				col[k] = float64(vals[k][i])
+			}
+			slices.Sort(col)
+			dst[off+i] = col[len(col)/2]
+		}
+		return nil
+	})
+	out.SetUpdate(len(deltas))
+	return err
+}
+
+func TestChunkedAggregator(t *testing.T) {
+	t.Parallel()
+	ds := []Delta{
+		delta("1", file(t, 1, 2, -3), 1, 1),
+		delta("2", file(t, 4, -2, 3), 1, 1),
+		delta("3", file(t, 100, 0, 6), 1, 1), // an outlier in a
+	}
+	got, err := apply(t, median{}, ds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// medians: a0 of {1, 4, 100} = 4, a1 of {2, -2, 0} = 0, b of {-3, 3, 6} = 3
+	want := []float32{4, 0, 3}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("median update %v, want %v", got, want)
+		}
+	}
+	// Deltas that do not match the model are refused by name.
+	bad := append(ds[:2:2], delta("short", file(t, 1, 2, 3)[:20], 1, 1))
+	if _, err := apply(t, median{}, bad); err == nil || !strings.Contains(err.Error(), "delta 3 of 3") {
+		t.Fatalf("a truncated third delta: %v", err)
 	}
 }

@@ -280,3 +280,10 @@ func (s *Sum) Normalize() {
 	}
 	s.weight = 1
 }
+
+// SetUpdate declares the values (written through Values) a finished update made from
+// count deltas, with weight 1, so Apply writes base + values: for aggregators that
+// compute their update otherwise than by folding (a median, a trimmed mean).
+func (s *Sum) SetUpdate(count int) {
+	s.count, s.weight = count, 1
+}
