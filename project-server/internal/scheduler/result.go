@@ -279,6 +279,22 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		if err := q.row(qRound, args...).Scan(&r.Round, &r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
 			return fmt.Errorf("round of work unit %d (round %d): %w", w0.ID, w0.Round, err)
 		}
+		for ci.mode.KeepsUnits() && r.State == store.RoundClosed {
+			// On PostgreSQL the row lock may have waited for a transaction that closed
+			// this version and opened the next, which is visible to a new statement:
+			// read again until the newest version is open or stays the same (the
+			// campaign's last version closed).
+			prev := r.Round
+			if err := q.row(qRound, args...).Scan(&r.Round, &r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
+				return fmt.Errorf("round of work unit %d (round %d): %w", w0.ID, w0.Round, err)
+			}
+			if r.Round < prev {
+				return fmt.Errorf("round of work unit %d: the newest version went from %d back to %d", w0.ID, prev, r.Round)
+			}
+			if r.Round == prev {
+				break
+			}
+		}
 		now := s.now()
 		credit := float64(w0.FLOPs) * CreditPerFLOP
 		arr := policy.Arrival{Base: w0.Round, Current: r.Round, Open: r.State != store.RoundClosed}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -254,6 +255,73 @@ func TestAsyncDeadline(t *testing.T) {
 		e.must(e.upload(a, w2.ID, encode(t, delta(ps, 42, 0.01), weights.F32), nil), http.StatusOK, &res)
 		if got := e.campaign(c.ID); got.Round != 1 {
 			t.Fatalf("campaign at version %d after two results with K = 2", got.Round)
+		}
+	})
+}
+
+// TestAsyncConcurrent: 12 hosts upload at once into an asynchronous campaign with K = 2.
+// Every result is accepted into some version's buffer (none is late while the campaign
+// runs, even when it waited on the row lock of a version being closed), each closed
+// version folded exactly K, and each model is its base plus the staleness-weighted mean
+// of exactly the results its buffer lists. On PostgreSQL this exercises the row lock.
+func TestAsyncConcurrent(t *testing.T) {
+	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
+		e := newEnv(t, dsn)
+		c := e.createCampaign(protocol.CampaignSpec{Mode: protocol.ModeAsync, BufferSize: 2, MaxStaleness: 100, Rounds: 100, Start: true})
+		const n = 12
+		toks := make([]string, n)
+		wus := make([]*protocol.WorkUnit, n)
+		for i := range toks {
+			toks[i] = e.host(1)
+			wus[i] = e.work(toks[i])
+		}
+		ps := params(t, wus[0])
+		deltas := map[int64][]tensor.Named{}
+		bodies := make([][]byte, n)
+		for i, w := range wus {
+			deltas[w.ID] = delta(ps, uint64(2000+i), 0.01)
+			bodies[i] = encode(t, deltas[w.ID], weights.F32)
+		}
+		codes, msgs := make([]int, n), make([]string, n)
+		var wg sync.WaitGroup
+		for i := range wus {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := e.upload(toks[i], wus[i].ID, bodies[i], nil)
+				codes[i], msgs[i] = r.status, string(r.body)
+			}()
+		}
+		wg.Wait()
+		for i, code := range codes {
+			if code != http.StatusOK {
+				t.Fatalf("upload %d: HTTP %d %s", i, code, msgs[i])
+			}
+		}
+		rs := e.rounds(c.ID)
+		if len(rs) != n/2+1 {
+			t.Fatalf("%d versions after %d results with K = 2: %+v", len(rs), n, rs)
+		}
+		for v, r := range rs[:n/2] {
+			if r.State != "closed" || r.Accepted != 2 || r.Late != 0 || r.ResultModel == "" {
+				t.Fatalf("version %d: %+v", v, r)
+			}
+			var res []struct {
+				WorkUnitID int64
+				Weight     float64
+			}
+			if err := e.srv.DB.Raw("SELECT work_unit_id, weight FROM results WHERE campaign_id = ? AND buffer_round = ? AND outcome = ? ORDER BY id",
+				c.ID, v, protocol.OutcomeAccepted).Scan(&res).Error; err != nil {
+				t.Fatal(err)
+			}
+			var ds [][]tensor.Named
+			var ws []float64
+			for _, x := range res {
+				ds = append(ds, deltas[x.WorkUnitID])
+				ws = append(ws, x.Weight)
+			}
+			base := decodeModel(t, e.blob(toks[0], r.BaseModel))
+			checkModel(t, decodeModel(t, e.blob(toks[0], r.ResultModel)), expectWeighted(base, ds, ws))
 		}
 	})
 }
