@@ -19,6 +19,8 @@ var statusOf = map[string]int{
 	protocol.CodeStale:            http.StatusConflict,
 	protocol.CodeWUClosed:         http.StatusConflict,
 	protocol.CodeConflict:         http.StatusConflict,
+	protocol.CodeDuplicate:        http.StatusConflict,
+	protocol.CodeAccountLimit:     http.StatusConflict,
 	protocol.CodeTooLarge:         http.StatusRequestEntityTooLarge,
 	protocol.CodeInvalidDelta:     http.StatusUnprocessableEntity,
 	protocol.CodeUpgradeRequired:  http.StatusUpgradeRequired,

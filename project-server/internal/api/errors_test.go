@@ -25,6 +25,8 @@ func TestStatus(t *testing.T) {
 		{protocol.CodeStale, http.StatusConflict},
 		{protocol.CodeWUClosed, http.StatusConflict},
 		{protocol.CodeConflict, http.StatusConflict},
+		{protocol.CodeDuplicate, http.StatusConflict},
+		{protocol.CodeAccountLimit, http.StatusConflict},
 		{protocol.CodeTooLarge, http.StatusRequestEntityTooLarge},
 		{protocol.CodeInvalidDelta, http.StatusUnprocessableEntity},
 		{protocol.CodeUpgradeRequired, http.StatusUpgradeRequired},

@@ -182,6 +182,10 @@ func Defaults(c *protocol.CampaignSpec) error {
 		return bad("server_momentum %g must be in [0, 1)", c.ServerMomentum)
 	case c.ServerOptimizer == protocol.OptimizerSGD && c.ServerMomentum != 0:
 		return bad("server_momentum %g needs server_optimizer %q or %q", c.ServerMomentum, protocol.OptimizerMomentum, protocol.OptimizerAdam)
+	case c.Mode == protocol.ModeAsync && c.MaxResultsPerAccount != 0:
+		return bad("max_results_per_account bounds the rounds of mode %q; this campaign is %q", protocol.ModeSync, c.Mode)
+	case c.MaxResultsPerAccount < 0 || c.MaxResultsPerAccount > c.WorkUnitsPerRound:
+		return bad("max_results_per_account %d is outside 0..work_units_per_round (%d); 0 means no bound", c.MaxResultsPerAccount, c.WorkUnitsPerRound)
 	}
 	// The trainer steps in float32: a decay that takes the last round's rate below the
 	// smallest normal float32 would train that round with a rate of (nearly) zero.
@@ -554,7 +558,8 @@ func (s *Scheduler) Rounds(ctx context.Context, id int64) ([]protocol.RoundInfo,
 	out := make([]protocol.RoundInfo, 0, len(rs))
 	for _, r := range rs {
 		ri := protocol.RoundInfo{Round: r.Round, State: r.State, BaseModel: r.BaseModel, ResultModel: r.ResultModel,
-			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Stale: r.Stale, Invalid: r.Invalid, Needed: r.Needed,
+			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Stale: r.Stale, Invalid: r.Invalid, Failed: r.Failed, Duplicates: r.Duplicates,
+			OverLimit: r.OverLimit, Needed: r.Needed,
 			OpenedAt: r.OpenedAt, ClosedAt: r.ClosedAt, SamplesTrained: r.SamplesTrained}
 		if r.MetricsJSON != nil {
 			var m protocol.Metrics

@@ -9,7 +9,7 @@ import (
 
 // Error is a domain refusal: a code from the protocol and a message naming what was
 // wrong. The API maps the code to its HTTP status. Nothing was changed unless the code
-// is invalid_delta, late or stale, which are recorded.
+// is invalid_delta, late, stale, duplicate or account_limit, which are recorded.
 type Error struct {
 	Code    string
 	Message string
