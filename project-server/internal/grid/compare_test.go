@@ -68,7 +68,7 @@ type modeResult struct {
 // to back on whatever else the machine is doing. It appends one line per run to
 // TEXGRID_COMPARE_RESULTS (default testdata/compare-results.jsonl) and redraws the
 // accuracy-versus-wall-time plot (testdata/compare-accuracy.svg) after every run;
-// TEXGRID_COMPARE_PLOT=1 only redraws it from the file's newest batch. It asserts only that each run finished; the figures are
+// TEXGRID_COMPARE_PLOT=1 only redraws it from the newest line of every run in the file. It asserts only that each run finished; the figures are
 // for a person to read. TEXGRID_COMPARE_RUNS picks runs by name (comma-separated).
 func TestCompareModes(t *testing.T) {
 	path := os.Getenv("TEXGRID_COMPARE_RESULTS")
@@ -77,8 +77,8 @@ func TestCompareModes(t *testing.T) {
 	}
 	svg := filepath.Join(filepath.Dir(path), "compare-accuracy.svg")
 	if os.Getenv("TEXGRID_COMPARE_PLOT") == "1" {
-		// Redraw the plot from the newest batch of the results file.
-		writePlot(t, svg, newestBatch(t, path))
+		// Redraw the plot from the newest line of every run in the results file.
+		writePlot(t, svg, newestPerRun(t, path))
 		return
 	}
 	if os.Getenv("TEXGRID_COMPARE") != "1" {
@@ -116,24 +116,25 @@ func writePlot(t *testing.T, svg string, rs []modeResult) {
 	t.Logf("plot of %d runs written to %s", len(rs), svg)
 }
 
-// newestBatch reads the runs of the newest batch (same When) of a results file.
-func newestBatch(t *testing.T, path string) []modeResult {
+// newestPerRun reads the newest line of every run of a results file, in the order of
+// modeRuns, so runs made separately (or again) plot together.
+func newestPerRun(t *testing.T, path string) []modeResult {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []modeResult
+	last := map[string]modeResult{}
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		var r modeResult
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		all = append(all, r)
+		last[r.Run] = r
 	}
 	var out []modeResult
-	for _, r := range all {
-		if r.When.Equal(all[len(all)-1].When) {
+	for _, m := range modeRuns {
+		if r, ok := last[m.name]; ok {
 			out = append(out, r)
 		}
 	}
