@@ -43,7 +43,7 @@ const (
 	NameSampleWeight = "sample_weight" // the same, each weight times the delta's samples
 )
 
-// For returns the aggregator of a name; "" is the mean.
+// For returns the aggregator of a name with default parameters; "" is the mean.
 func For(name string) (Aggregator, error) {
 	switch name {
 	case "", NameMean:
@@ -51,7 +51,8 @@ func For(name string) (Aggregator, error) {
 	case NameSampleWeight:
 		return Mean{BySamples: true}, nil
 	}
-	return nil, fmt.Errorf("unknown aggregator %q: want %s or %s", name, NameMean, NameSampleWeight)
+	// The robust rules, with the parameters New documents as their defaults.
+	return New(name, Params{Beta: DefaultBeta, C: DefaultClip, F: DefaultKrumF})
 }
 
 // Mean is the weighted mean sum(w_i x delta_i) / sum(w_i), with w_i the delta's Weight,

@@ -141,7 +141,11 @@ func TestFor(t *testing.T) {
 		{"", Mean{}, false},
 		{NameMean, Mean{}, false},
 		{NameSampleWeight, Mean{BySamples: true}, false},
-		{"median", nil, true},
+		{NameMedian, Median{}, false},
+		{NameTrimmedMean, TrimmedMean{Beta: DefaultBeta}, false},
+		{NameNormClip, NormClip{C: DefaultClip}, false},
+		{NameMultiKrum, MultiKrum{F: DefaultKrumF}, false},
+		{"krum", nil, true},
 	}
 	for _, tc := range cases {
 		got, err := For(tc.name)

@@ -15,6 +15,16 @@ import (
 // k chunks, never k models. The deltas must list their tensors in the same order (one
 // writer makes them all); fn must not keep vals after it returns.
 func ForEachChunk(rs []io.Reader, params []spec.Param, dtype string, fn func(offset int, vals [][]float32) error) error {
+	return ForEachChunkN(rs, params, dtype, foldChunk, fn)
+}
+
+// ForEachChunkN is ForEachChunk with runs of at most chunk values (at least 1; a run
+// never crosses a tensor's end), so callers and tests can choose the memory a pass
+// takes: k x chunk float32.
+func ForEachChunkN(rs []io.Reader, params []spec.Param, dtype string, chunk int, fn func(offset int, vals [][]float32) error) error {
+	if chunk < 1 {
+		return fmt.Errorf("chunks: chunk length %d: want at least 1", chunk)
+	}
 	if len(rs) == 0 {
 		return fmt.Errorf("chunks: no delta")
 	}
@@ -38,7 +48,7 @@ func ForEachChunk(rs []io.Reader, params []spec.Param, dtype string, fn func(off
 		}
 		srcs[k] = safetensors.NewDataReader(r, h, safetensors.Options{})
 	}
-	size := chunkFor(params, foldChunk)
+	size := chunkFor(params, chunk)
 	vals := make([][]float32, len(rs))
 	for k := range vals {
 		vals[k] = make([]float32, size)
