@@ -34,6 +34,10 @@
 //	  "method_not_allowed" (405) and "protocol_too_new" (400). Clients before
 //	  version 4 keep working: they are given work of synchronous campaigns only
 //	  (AsyncVersion), whose answers are unchanged.
+//	5 (2026-12-02): robust aggregation per campaign, both modes: CampaignSpec
+//	  Aggregator ("mean", the default, "trimmed_mean", "median", "norm_clip",
+//	  "multi_krum") with TrimBeta, ClipFactor, KrumF and KrumM; CampaignInfo.Spec
+//	  shows them. Server side only: clients of every version are unaffected.
 //
 // # Volunteer flow
 //
@@ -55,7 +59,7 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 4
+const Version = 5
 
 // MinVersion is the oldest client protocol version the server still accepts.
 const MinVersion = 1
@@ -331,6 +335,16 @@ const (
 	OptimizerAdam     = "adam"     // FedAdam: Adam moments of the mean delta; W += ServerLR x m / (sqrt(v) + 1e-3)
 )
 
+// Aggregators: how the deltas of a round (sync) or a buffer (async) become the update
+// (version 5). Robust rules bound what a minority of bad volunteers can do to a model.
+const (
+	AggregatorMean        = "mean"         // weighted mean (the default)
+	AggregatorTrimmedMean = "trimmed_mean" // coordinate-wise mean without the TrimBeta x k smallest and largest values
+	AggregatorMedian      = "median"       // coordinate-wise weighted median
+	AggregatorNormClip    = "norm_clip"    // mean of the deltas clipped to ClipFactor x their median L2 norm
+	AggregatorMultiKrum   = "multi_krum"   // mean of the KrumM deltas with the best Krum scores for KrumF attackers
+)
+
 // CampaignSpec is POST /api/v1/campaigns. Zero fields take the documented defaults.
 type CampaignSpec struct {
 	Name              string   `json:"name"`
@@ -366,8 +380,15 @@ type CampaignSpec struct {
 	ServerOptimizer string  `json:"server_optimizer,omitempty"` // "sgd" (default), "momentum" or "adam"
 	ServerLR        float64 `json:"server_lr,omitempty"`        // eta_g, default 1 (sgd, momentum) or 0.01 (adam)
 	ServerMomentum  float64 `json:"server_momentum,omitempty"`  // beta of momentum, beta1 of adam; default 0.9
-	Seed            uint64  `json:"seed,omitempty"`             // campaign seed: initial weights and WU seeds
-	Start           bool    `json:"start,omitempty"`            // create in running state
+	// Aggregation rule of a version's deltas, both modes (version 5); each delta
+	// carries its mode weight (1 in sync rounds, s(tau) in async) into the rule.
+	Aggregator string  `json:"aggregator,omitempty"`  // see the Aggregator* names; default "mean"
+	TrimBeta   float64 `json:"trim_beta,omitempty"`   // trimmed_mean: fraction trimmed per side, [0, 0.5), default 0.2
+	ClipFactor float64 `json:"clip_factor,omitempty"` // norm_clip: c, clip to c x the median norm, default 2
+	KrumF      int     `json:"krum_f,omitempty"`      // multi_krum: attackers tolerated, default 1; needs more than 2f+2 results
+	KrumM      int     `json:"krum_m,omitempty"`      // multi_krum: deltas averaged, default (and 0) results - f
+	Seed       uint64  `json:"seed,omitempty"`        // campaign seed: initial weights and WU seeds
+	Start      bool    `json:"start,omitempty"`       // create in running state
 }
 
 // Duration is a time.Duration that reads and writes as a Go duration string ("30m").

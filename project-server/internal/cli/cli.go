@@ -294,6 +294,11 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.StringVar(&cs.ServerOptimizer, "server-optimizer", "", "sgd (plain averaging, the default), momentum (FedAvgM) or adam (FedAdam)")
 		fs.Float64Var(&cs.ServerLR, "server-lr", 0, "server learning rate eta_g (default 1; 0.01 for adam)")
 		fs.Float64Var(&cs.ServerMomentum, "server-momentum", 0, "server momentum, beta1 for adam (default 0.9 for momentum and adam)")
+		fs.StringVar(&cs.Aggregator, "aggregator", "", "how a version's deltas combine: mean (the default), trimmed_mean, median, norm_clip or multi_krum")
+		fs.Float64Var(&cs.TrimBeta, "trim-beta", 0, "trimmed_mean: fraction of values trimmed from each end, in (0, 0.5) (default 0.2)")
+		fs.Float64Var(&cs.ClipFactor, "clip-factor", 0, "norm_clip: clip each delta to this many times the median norm (default 2)")
+		fs.IntVar(&cs.KrumF, "krum-f", 0, "multi_krum: attackers tolerated; versions need more than 2f+2 results (default 1)")
+		fs.IntVar(&cs.KrumM, "krum-m", 0, "multi_krum: deltas averaged (default results - f)")
 		fs.DurationVar(&wuDeadline, "wu-deadline", 0, "work unit deadline (default 30m)")
 		fs.DurationVar(&roundDeadline, "round-deadline", 0, "round deadline (default 4 x wu-deadline)")
 		fs.Uint64Var(&cs.Seed, "seed", 0, "campaign seed (default random)")
@@ -450,6 +455,16 @@ func overlay(fs *flag.FlagSet, dst, src *protocol.CampaignSpec) {
 			dst.ServerLR = src.ServerLR
 		case "server-momentum":
 			dst.ServerMomentum = src.ServerMomentum
+		case "aggregator":
+			dst.Aggregator = src.Aggregator
+		case "trim-beta":
+			dst.TrimBeta = src.TrimBeta
+		case "clip-factor":
+			dst.ClipFactor = src.ClipFactor
+		case "krum-f":
+			dst.KrumF = src.KrumF
+		case "krum-m":
+			dst.KrumM = src.KrumM
 		case "seed":
 			dst.Seed = src.Seed
 		case "start":

@@ -187,6 +187,9 @@ func Defaults(c *protocol.CampaignSpec) error {
 	case c.MaxResultsPerAccount < 0 || c.MaxResultsPerAccount > c.WorkUnitsPerRound:
 		return bad("max_results_per_account %d is outside 0..work_units_per_round (%d); 0 means no bound", c.MaxResultsPerAccount, c.WorkUnitsPerRound)
 	}
+	if err := aggregatorDefaults(c); err != nil {
+		return err
+	}
 	// The trainer steps in float32: a decay that takes the last round's rate below the
 	// smallest normal float32 would train that round with a rate of (nearly) zero.
 	if last := RoundLearningRate(c.Hyper, c.Rounds-1); last < minLR {
@@ -261,11 +264,7 @@ func (s *Scheduler) info(c *store.Campaign) (*campaignInfo, error) {
 	if ci.mode, err = policy.For(&ci.spec); err != nil {
 		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
 	}
-	aggName := aggregate.NameMean
-	if ci.spec.WeightBySamples {
-		aggName = aggregate.NameSampleWeight
-	}
-	if ci.agg, err = aggregate.For(aggName); err != nil {
+	if ci.agg, err = aggregatorOf(&ci.spec); err != nil {
 		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
 	}
 	// Campaigns created before server optimisers existed average plainly.
