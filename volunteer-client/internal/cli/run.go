@@ -97,10 +97,17 @@ flags:
 	} else if err != nil {
 		log.Warn("could not refresh the host's description", "err", err) // the loop retries the server anyway
 	}
+	adv, err := wu.AdversaryFromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	if adv != wu.AdversaryNone {
+		log.Warn("test hook: this volunteer corrupts every delta it uploads", "adversary", string(adv))
+	}
 	var own ownThreads
 	cfg := agent.Config{
 		Dir: dir, API: api, Identity: id, Prefs: store, Logger: log, Version: Version, GFLOPS: id.GFLOPS,
-		Trainer:    &wu.Trainer{CacheDir: dir.File(state.CacheDir), Log: log},
+		Trainer:    &wu.Trainer{CacheDir: dir.File(state.CacheDir), Log: log, Adversary: adv},
 		Idle:       &idle.System{Cores: info.Cores, Own: own.get},
 		MaxResults: *exitAfter, RetryBase: *retryBase,
 	}

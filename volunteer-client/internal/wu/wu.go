@@ -43,6 +43,8 @@ type Trainer struct {
 	// ImageCacheBytes bounds the decoded pixels a job holds in memory; 0 takes
 	// agent.ImageCacheBytes, which the agent's memory estimate counts.
 	ImageCacheBytes int64
+	// Adversary is a test hook (adversary.go): AdversaryNone for every real volunteer.
+	Adversary Adversary
 }
 
 var _ agent.Trainer = (*Trainer)(nil)
@@ -158,7 +160,7 @@ func (t *Trainer) Prepare(ctx context.Context, w *protocol.WorkUnit, basePath st
 		Epochs: w.Hyper.Epochs, BatchSize: w.Hyper.BatchSize, LR: w.Hyper.LearningRate,
 		Momentum: w.Hyper.Momentum, WeightDecay: w.Hyper.WeightDecay, Seed: w.Seed, Threads: threads,
 	}
-	j := &job{wu: w, base: cloneParams(base.Tensors), release: release, model: model}
+	j := &job{wu: w, base: cloneParams(base.Tensors), release: release, model: model, adv: t.Adversary}
 	if state != nil {
 		var inner []byte
 		if j.acc, inner, err = unwrap(state); err == nil {
@@ -227,6 +229,7 @@ type job struct {
 	run     *train.Run
 	release func()
 	acc     lossAcc
+	adv     Adversary
 }
 
 // Step trains one batch and keeps the last epoch's loss for the result.
@@ -306,6 +309,7 @@ func (j *job) Result() ([]byte, int, float64, error) {
 		}
 		delta[i] = tensor.Named{Name: p.Name, T: d}
 	}
+	j.adv.corrupt(delta, uint64(j.wu.ID))
 	meta := map[string]string{
 		"work_unit":  strconv.FormatInt(j.wu.ID, 10),
 		"base_model": j.wu.BaseModel.SHA256,
