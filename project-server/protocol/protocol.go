@@ -37,7 +37,9 @@
 //	5 (2026-12-02): robust aggregation per campaign, both modes: CampaignSpec
 //	  Aggregator ("mean", the default, "trimmed_mean", "median", "norm_clip",
 //	  "multi_krum") with TrimBeta, ClipFactor, KrumF and KrumM; CampaignInfo.Spec
-//	  shows them. Server side only: clients of every version are unaffected.
+//	  shows them. A result's samples are now the issued WorkUnit.FragmentCount x
+//	  Hyper.Epochs; Texgrid-Samples is still required and checked for form but no
+//	  longer counted. Server side only: clients of every version are unaffected.
 //
 // # Volunteer flow
 //
@@ -246,7 +248,7 @@ type HeartbeatResponse struct {
 // WU's DeltaDType. Headers carry the metadata below; Texgrid-Sha256 is the body's hash.
 // Replaying an accepted upload is idempotent: the same answer, nothing merged twice.
 const (
-	HeaderSamples = "Texgrid-Samples" // integer: samples trained (fragments x epochs)
+	HeaderSamples = "Texgrid-Samples" // integer: samples trained (fragments x epochs); since version 5 the server counts the unit's own
 	HeaderLoss    = "Texgrid-Loss"    // float: mean training loss of the last epoch
 )
 

@@ -59,6 +59,7 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 	if resp, err, done := s.replay(s.read(ctx), w, ci, meta.SHA256); done {
 		return resp, err
 	}
+	meta.Samples = s.issuedSamples(w, ci, meta.Samples)
 	// A stopped campaign aborts its open units, so the unit's state says it all.
 	if w.State == store.WUAborted {
 		return nil, fail(protocol.CodeWUClosed, "work unit %d was aborted (host detached or campaign stopped); drop it", wuID)
