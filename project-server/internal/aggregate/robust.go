@@ -278,8 +278,9 @@ func (m NormClip) Aggregate(ctx context.Context, deltas []Delta, dtype string, o
 // (a round that closed short, a small async buffer) the rule cannot hold and MultiKrum
 // folds the coordinate-wise weighted Median of the deltas instead, which resists any
 // minority of attackers; the campaign's validation keeps this from happening while
-// rounds reach their quorum. It reads the deltas twice: once for the k x k distances,
-// once for the mean.
+// rounds reach their quorum. It reads the deltas twice: once for the k x k distances
+// (k x k float64 beside the chunks; the scheduler caps k for this rule), once for the
+// mean.
 type MultiKrum struct {
 	F, M      int
 	BySamples bool

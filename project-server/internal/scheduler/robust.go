@@ -16,6 +16,10 @@ const (
 	DefaultKrumF      = aggregate.DefaultKrumF
 )
 
+// MaxKrumResults bounds the results per version of a multi_krum campaign: the rule
+// keeps k x k float64 distances (8 MB at 1000) and compares every pair.
+const MaxKrumResults = 1000
+
 // foldSize is the fewest results a campaign's version is built from while its rounds
 // reach their quorum: Needed(quorum, work units) in sync mode, the buffer size in
 // async mode.
@@ -84,6 +88,9 @@ func aggregatorDefaults(c *protocol.CampaignSpec) error {
 		switch {
 		case c.KrumF < 0:
 			return bad("krum_f %d must be at least 1 (0 takes the default %d)", c.KrumF, DefaultKrumF)
+		case k > MaxKrumResults:
+			return bad("multi_krum compares every pair of results and takes at most %d per version; this campaign's versions take %d: use trimmed_mean or median",
+				MaxKrumResults, k)
 		case k <= 2*c.KrumF+2:
 			return bad("krum_f %d needs more than %d results per version, and a version may be built from %d: raise %s or lower krum_f",
 				c.KrumF, 2*c.KrumF+2, k, foldField(c))

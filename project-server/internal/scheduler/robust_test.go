@@ -41,6 +41,7 @@ func TestAggregatorDefaults(t *testing.T) {
 		{"clip 0 is the default, negative is not", `{"aggregator":"norm_clip","clip_factor":-1}`, nil, "clip_factor -1 must be in (0, 1000]"},
 		{"krum too few in sync", `{"aggregator":"multi_krum"}`, nil, "krum_f 1 needs more than 4 results per version, and a version may be built from 4: raise work_units_per_round or quorum"},
 		{"krum too few in async", `{"aggregator":"multi_krum","mode":"async","buffer_size":6,"krum_f":2}`, nil, "krum_f 2 needs more than 6 results per version, and a version may be built from 6: raise buffer_size"},
+		{"krum too many", `{"aggregator":"multi_krum","mode":"async","buffer_size":1001}`, nil, "takes at most 1000 per version; this campaign's versions take 1001"},
 		{"krum negative f", `{"aggregator":"multi_krum","work_units_per_round":5,"quorum":0.9,"krum_f":-1}`, nil, "krum_f -1 must be at least 1"},
 		{"krum m over", `{"aggregator":"multi_krum","work_units_per_round":5,"quorum":0.9,"krum_m":5}`, nil, "krum_m 5 is outside 0..4"},
 		{"parameter of another rule", `{"aggregator":"median","clip_factor":2}`, nil, `clip_factor belongs to another aggregator than "median"`},
