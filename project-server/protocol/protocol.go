@@ -223,6 +223,16 @@ func WorkPath(id int64, sub string) string {
 // BlobPath returns GET /api/v1/blobs/{sha256}: model versions, content-addressed.
 func BlobPath(sha string) string { return APIPrefix + "/blobs/" + sha }
 
+// CampaignPath returns /api/v1/campaigns/{id}, or its sub-resource or action
+// ("rounds", "pause", ...) when sub is not empty.
+func CampaignPath(id int64, sub string) string {
+	p := fmt.Sprintf("%s/campaigns/%d", APIPrefix, id)
+	if sub != "" {
+		p += "/" + sub
+	}
+	return p
+}
+
 // Researcher API. Every call needs "Authorization: Bearer <researcher token>".
 
 // Campaign states.
