@@ -35,12 +35,13 @@ type Handler struct {
 	s       *scheduler.Scheduler
 	metrics *Metrics
 	log     *slog.Logger
+	people  *auth.People
 }
 
 // New builds the gin engine with every route.
 func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{s: s, metrics: m, log: log}
+	h := &Handler{s: s, metrics: m, log: log, people: &auth.People{DB: s.DB()}}
 	r := gin.New()
 	r.Use(h.recover, h.observe)
 	r.NoRoute(func(c *gin.Context) {
@@ -72,9 +73,9 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	res := api.Group("/campaigns", h.researcherToken)
 	res.POST("", h.createCampaign)
 	res.GET("", h.listCampaigns)
-	res.GET("/:id", h.getCampaign)
-	res.GET("/:id/rounds", h.rounds)
-	res.POST("/:id/:action", h.act)
+	res.GET("/:id", h.owner, h.getCampaign)
+	res.GET("/:id/rounds", h.owner, h.rounds)
+	res.POST("/:id/:action", h.owner, h.act)
 	return r
 }
 
@@ -390,6 +391,9 @@ func (h *Handler) createCampaign(c *gin.Context) {
 
 func (h *Handler) listCampaigns(c *gin.Context) {
 	cs, err := h.s.Campaigns(c.Request.Context())
+	if err == nil {
+		cs, err = h.visible(c, cs)
+	}
 	if err != nil {
 		h.fail(c, err)
 		return
