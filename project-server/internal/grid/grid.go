@@ -67,11 +67,11 @@ type Grid struct {
 	opt Options
 	log io.Writer
 
-	FTPAddr    string
-	ServerURL  string
-	Token      string // researcher API token
+	FTPAddr   string
+	ServerURL string
+	Token     string // researcher API token
 	// API calls the researcher API with Token.
-	API *client.Client
+	API        *client.Client
 	AccountKey string // volunteer account key
 
 	ftpRoot   string
