@@ -1,8 +1,6 @@
 package api
 
 import (
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/gin-gonic/gin"
@@ -11,19 +9,6 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/protocol"
 )
-
-// CampaignOwner returns the id of the researcher who created a campaign, or
-// found=false when there is no such campaign.
-func CampaignOwner(c *gin.Context, s *scheduler.Scheduler, id int64) (owner int64, found bool, err error) {
-	err = s.DB().R.WithContext(c.Request.Context()).Raw("SELECT researcher_id FROM campaigns WHERE id = ?", id).Row().Scan(&owner)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, fmt.Errorf("owner of campaign %d: %w", id, err)
-	}
-	return owner, true, nil
-}
 
 // caller returns the researcher the request's token acts as.
 func (h *Handler) caller(c *gin.Context) (auth.Researcher, error) {
@@ -47,12 +32,12 @@ func (h *Handler) owner(c *gin.Context) {
 		c.Next()
 		return
 	}
-	owner, found, err := CampaignOwner(c, h.s, id)
+	owner, found, err := h.people.CampaignOwner(c.Request.Context(), id)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	if found && owner != me.ID {
+	if found && !me.MayAct(owner) {
 		h.fail(c, &scheduler.Error{Code: protocol.CodeForbidden,
 			Message: fmt.Sprintf("campaign %d belongs to another researcher; only its owner or an admin may see or change it", id)})
 		return
@@ -69,7 +54,7 @@ func (h *Handler) visible(c *gin.Context, cs []protocol.Campaign) ([]protocol.Ca
 	if me.Admin() {
 		return cs, nil
 	}
-	owners, err := CampaignOwners(c, h.s)
+	owners, err := h.people.CampaignOwners(c.Request.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -80,22 +65,4 @@ func (h *Handler) visible(c *gin.Context, cs []protocol.Campaign) ([]protocol.Ca
 		}
 	}
 	return out, nil
-}
-
-// CampaignOwners maps every campaign id to its researcher's id.
-func CampaignOwners(c *gin.Context, s *scheduler.Scheduler) (map[int64]int64, error) {
-	rows, err := s.DB().R.WithContext(c.Request.Context()).Raw("SELECT id, researcher_id FROM campaigns").Rows()
-	if err != nil {
-		return nil, fmt.Errorf("campaign owners: %w", err)
-	}
-	defer rows.Close()
-	m := map[int64]int64{}
-	for rows.Next() {
-		var id, owner int64
-		if err := rows.Scan(&id, &owner); err != nil {
-			return nil, fmt.Errorf("campaign owners: %w", err)
-		}
-		m[id] = owner
-	}
-	return m, rows.Err()
 }

@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -179,3 +180,37 @@ func (p *People) SetAccountPassword(ctx context.Context, accountID int64, pw str
 	}
 	return nil
 }
+
+// CampaignOwner returns the id of the researcher who created a campaign, or
+// found=false when there is no such campaign.
+func (p *People) CampaignOwner(ctx context.Context, id int64) (owner int64, found bool, err error) {
+	err = p.DB.R.WithContext(ctx).Raw("SELECT researcher_id FROM campaigns WHERE id = ?", id).Row().Scan(&owner)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("owner of campaign %d: %w", id, err)
+	}
+	return owner, true, nil
+}
+
+// CampaignOwners maps every campaign id to its researcher's id.
+func (p *People) CampaignOwners(ctx context.Context) (map[int64]int64, error) {
+	rows, err := p.DB.R.WithContext(ctx).Raw("SELECT id, researcher_id FROM campaigns").Rows()
+	if err != nil {
+		return nil, fmt.Errorf("campaign owners: %w", err)
+	}
+	defer rows.Close()
+	m := map[int64]int64{}
+	for rows.Next() {
+		var id, owner int64
+		if err := rows.Scan(&id, &owner); err != nil {
+			return nil, fmt.Errorf("campaign owners: %w", err)
+		}
+		m[id] = owner
+	}
+	return m, rows.Err()
+}
+
+// MayAct reports whether the researcher may see and act on a campaign owned by owner.
+func (r Researcher) MayAct(owner int64) bool { return r.Admin() || r.ID == owner }

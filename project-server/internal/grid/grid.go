@@ -70,6 +70,9 @@ type Grid struct {
 	FTPAddr   string
 	ServerURL string
 	Token     string // researcher API token
+	// Researcher and Password sign in to the web UI at ServerURL.
+	Researcher string
+	Password   string
 	// API calls the researcher API with Token.
 	API        *client.Client
 	AccountKey string // volunteer account key
@@ -186,8 +189,9 @@ func (g *Grid) serverArgs(cmd ...string) []string {
 func (g *Grid) startServer(ctx context.Context) error {
 	bin := filepath.Join(g.opt.BinDir, "project-server")
 	var err error
-	if g.Token, err = runOut(ctx, bin, g.serverArgs("researcher", "add", "--name", "demo-researcher")...); err != nil {
-		return fmt.Errorf("grid: create researcher: %w", err)
+	g.Researcher = "demo-researcher"
+	if g.Token, g.Password, err = g.AddResearcher(ctx, g.Researcher, false); err != nil {
+		return err
 	}
 	if g.AccountKey, err = runOut(ctx, bin, g.serverArgs("account", "add", "--name", "demo-volunteers")...); err != nil {
 		return fmt.Errorf("grid: create volunteer account: %w", err)
@@ -208,6 +212,25 @@ func (g *Grid) startServer(ctx context.Context) error {
 		Env:     g.opt.ServerEnv,
 		LogPath: filepath.Join(g.opt.WorkDir, "logs", "project-server.log")}
 	return g.StartServer(ctx)
+}
+
+// AddResearcher creates a researcher with `project-server researcher add` and returns
+// its API token and web sign-in password. It may run while the server does.
+func (g *Grid) AddResearcher(ctx context.Context, name string, admin bool) (token, password string, err error) {
+	password = "pw-" + randomSecret()
+	args := g.serverArgs("researcher", "add", "--name", name, "--password-env", "TEXGRID_NEW_PASSWORD")
+	if admin {
+		args = append(args, "--admin")
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, filepath.Join(g.opt.BinDir, "project-server"), args...)
+	cmd.Env = append(os.Environ(), "TEXGRID_NEW_PASSWORD="+password)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("grid: create researcher %s: %w: %s", name, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), password, nil
 }
 
 // StartServer (re)starts the project server and waits until it answers.

@@ -1,5 +1,5 @@
 // Package server assembles the project server from its parts (database, blob store,
-// scheduler, evaluator, HTTP API) and runs it until its context ends. Tests and the
+// scheduler, evaluator, HTTP API under /api/v1, web pages elsewhere) and runs it until its context ends. Tests and the
 // project-server command both start it through Open and Serve.
 package server
 
@@ -21,6 +21,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/eval"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/store"
+	"github.com/texgrid/texgrid/project-server/internal/webui"
 	"github.com/texgrid/texgrid/project-server/protocol"
 )
 
@@ -137,7 +138,17 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		srv.Close()
 		return nil, err
 	}
-	srv.handler = api.New(srv.Sched, srv.Metrics, cfg.Log)
+	apiHandler := api.New(srv.Sched, srv.Metrics, cfg.Log)
+	pages, err := webui.New(webui.Config{Sched: srv.Sched, Datasets: src, Engine: cfg.Engine, Log: cfg.Log})
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(protocol.APIPrefix+"/", apiHandler)
+	mux.Handle("/metrics", apiHandler)
+	mux.Handle("/", pages)
+	srv.handler = mux
 	return srv, nil
 }
 
