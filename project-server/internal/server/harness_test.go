@@ -215,17 +215,7 @@ func (e *env) createCampaign(cs protocol.CampaignSpec) protocol.Campaign {
 	if cs.Name == "" {
 		cs.Name = "test"
 	}
-	cs.Dataset = testDataset
-	if cs.Model == "" {
-		cs.Model = "tiny"
-	}
-	if cs.FragmentSize == 0 {
-		cs.FragmentSize = 16
-	}
-	if cs.FragmentsMin == 0 {
-		cs.FragmentsMin, cs.FragmentsMax = 10, 20
-	}
-	c, err := e.api().CreateCampaign(context.Background(), cs)
+	c, err := e.api().CreateCampaign(context.Background(), withTestDefaults(cs))
 	if err != nil {
 		e.t.Fatalf("create campaign: %v", err)
 	}
