@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"strconv"
 	"strings"
@@ -198,4 +199,63 @@ func (c *Client) download(ctx context.Context, path string, w io.Writer) (int64,
 		return n, fmt.Errorf("GET %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// Hosts is GET /api/v1/hosts.
+func (c *Client) Hosts(ctx context.Context) ([]protocol.HostSummary, error) {
+	var out []protocol.HostSummary
+	err := c.do(ctx, http.MethodGet, protocol.HostsPath, nil, &out)
+	return out, err
+}
+
+// Models is GET /api/v1/models.
+func (c *Client) Models(ctx context.Context) ([]protocol.ModelInfo, error) {
+	var out []protocol.ModelInfo
+	err := c.do(ctx, http.MethodGet, protocol.ModelsPath, nil, &out)
+	return out, err
+}
+
+// WorkUnits is GET /api/v1/campaigns/{id}/rounds/{round}/work-units.
+func (c *Client) WorkUnits(ctx context.Context, id int64, round int) ([]protocol.WorkUnitInfo, error) {
+	var out []protocol.WorkUnitInfo
+	err := c.do(ctx, http.MethodGet, protocol.WorkUnitsPath(id, round), nil, &out)
+	return out, err
+}
+
+// Model is GET /api/v1/campaigns/{id}/model: it copies round's result model (round < 0:
+// the newest) in format (protocol.FormatSafetensors or FormatONNX) to w.
+func (c *Client) Model(ctx context.Context, id int64, round int, format string, w io.Writer) (int64, error) {
+	return c.download(ctx, protocol.ModelPath(id, round, format), w)
+}
+
+// Classify is POST /api/v1/campaigns/{id}/classify with one image's bytes.
+func (c *Client) Classify(ctx context.Context, id int64, name string, img []byte) (protocol.ClassifyResponse, error) {
+	var out protocol.ClassifyResponse
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	fw, err := mw.CreateFormFile("image", name)
+	if err == nil {
+		_, err = fw.Write(img)
+	}
+	if err == nil {
+		err = mw.Close()
+	}
+	if err != nil {
+		return out, fmt.Errorf("classify: %w", err)
+	}
+	path := protocol.ClassifyPath(id)
+	req, err := c.newRequest(ctx, http.MethodPost, path, &buf)
+	if err != nil {
+		return out, err
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := c.send(req)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxResponseBytes)).Decode(&out); err != nil {
+		return out, fmt.Errorf("POST %s: decode answer: %w", path, err)
+	}
+	return out, nil
 }

@@ -14,6 +14,11 @@
 //	1 (2026-11-21): optional Hyper.LRDecay (per-round learning-rate decay). No bump:
 //	  the field is optional, and a work unit's LearningRate is already the round's
 //	  rate, so clients that ignore LRDecay train correctly.
+//	2 (2026-12-02): researcher ownership (403 "forbidden" on another researcher's
+//	  campaign; GET /campaigns lists the caller's own; admins see all) and new read
+//	  routes for the web UI: GET /hosts, GET /campaigns/{id}/rounds/{r}/work-units,
+//	  GET /models, GET /campaigns/{id}/model, POST /campaigns/{id}/classify. Nothing a
+//	  version-1 client sends or reads changed.
 //
 // # Volunteer flow
 //
@@ -31,7 +36,7 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 1
+const Version = 2
 
 // MinVersion is the oldest client protocol version the server still accepts.
 const MinVersion = 1

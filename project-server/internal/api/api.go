@@ -76,6 +76,7 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	res.GET("/:id", h.owner, h.getCampaign)
 	res.GET("/:id/rounds", h.owner, h.rounds)
 	res.POST("/:id/:action", h.owner, h.act)
+	h.viewRoutes(api)
 	return r
 }
 
