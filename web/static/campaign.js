@@ -22,7 +22,7 @@
     var maxRound = 1, maxLoss = 0;
     points.forEach(function (p) { maxRound = Math.max(maxRound, p.round + 1); maxLoss = Math.max(maxLoss, p.loss); });
     if (maxLoss <= 0) maxLoss = 1;
-    var x = function (r) { return L + (W - L - R) * (r + 1) / maxRound; };
+    var x = function (r) { return L + (W - L - R) * (r + 0.5) / maxRound; };
     var yAcc = function (a) { return T + (H - T - B) * (1 - a); };
     var yLoss = function (l) { return T + (H - T - B) * (1 - l / maxLoss); };
     for (var i = 0; i <= 4; i++) {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,14 @@ func shots(t *testing.T, ctx context.Context, dir, name string) {
 		if err := os.WriteFile(filepath.Join(dir, name+"-"+s.suffix+".png"), png, 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// Every page with its assets stays under 300 KB.
+		if s.suffix == "desktop" {
+			weight := js[float64](t, ctx, `performance.getEntriesByType("navigation").concat(performance.getEntriesByType("resource")).reduce((a, e) => a + (e.transferSize || e.encodedBodySize || 0), 0)`)
+			if weight > 300<<10 || weight == 0 {
+				t.Errorf("%s weighs %.0f bytes, want under 300 KB", name, weight)
+			}
+			t.Logf("%s: %.1f KB", name, weight/1024)
+		}
 		// A phone-width page must not scroll sideways.
 		if s.suffix == "phone" {
 			if over := js[bool](t, ctx, "document.documentElement.scrollWidth > window.innerWidth + 1"); over {
@@ -221,7 +230,7 @@ func TestBrowser(t *testing.T) {
 
 	// A bad quorum comes back next to its field, and nothing is created.
 	form := map[string]string{"name": "browser run", "dataset": "synthetic", "model": "tcnn-small", "fragment_size": "64",
-		"fragments_min": "60", "fragments_max": "80", "work_units_per_round": "2", "quorum": "0.95", "rounds": "3",
+		"fragments_min": "60", "fragments_max": "80", "work_units_per_round": "2", "quorum": "0.95", "rounds": "30",
 		"epochs": "1", "learning_rate": "0.01", "batch_size": "16"}
 	submit(t, tab, "new-campaign", form)
 	if msg := js[string](t, tab, `document.getElementById("quorum-error")?.textContent || ""`); !strings.Contains(msg, "0.75") {
@@ -271,7 +280,8 @@ func TestBrowser(t *testing.T) {
 	}
 	t.Logf("chart gained its first point %s after the round's metrics were in", time.Since(evaluated).Round(time.Millisecond))
 
-	// Pause and resume from the page.
+	// Pause, resume and stop from the page.
+	// The campaign has 30 rounds, so it is still running here.
 	for _, a := range []struct{ action, state string }{{"pause", protocol.StatePaused}, {"resume", protocol.StateRunning}} {
 		newPage(t, tab, `document.getElementById("action-`+a.action+`").click(); true`)
 		waitFor(t, a.action, 10*time.Second, func() (bool, error) {
@@ -282,6 +292,10 @@ func TestBrowser(t *testing.T) {
 		}
 	}
 	shots(t, tab, shotDir, "campaign")
+	newPage(t, tab, `document.getElementById("action-stop").click(); true`)
+	if c, err := g.API.Campaign(ctx, camp.ID); err != nil || c.State != protocol.StateStopped {
+		t.Fatalf("after stop: %+v, %v", c.State, err)
+	}
 
 	// The ONNX model of round 0, exported by the server, loads with the campaign's classes.
 	b64 := js[string](t, tab, `fetch("/campaigns/1/model?round=0&format=onnx").then(r => { if (!r.ok) throw new Error("HTTP " + r.status); return r.arrayBuffer() }).then(b => { let s = ""; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); return btoa(s) })`)
@@ -301,14 +315,34 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("ONNX model does not read back as a network: %v", err)
 	}
 
-	// A form posted without its CSRF token is refused and changes nothing.
-	js[bool](t, tab, `document.querySelector("#action-stop").form.querySelector("[name=csrf]").remove(); true`)
-	newPage(t, tab, `document.getElementById("action-stop").click(); true`)
-	if msg := js[string](t, tab, `document.getElementById("error").textContent`); !strings.Contains(msg, "CSRF") {
-		t.Fatalf("stop without CSRF: page says %q", msg)
+	// Try the model: upload one of the dataset's images and see its class probabilities.
+	imgs, err := filepath.Glob(filepath.Join(data, camp.Classes[1], "*.png"))
+	if err != nil || len(imgs) == 0 {
+		t.Fatalf("no image of class %s: %v", camp.Classes[1], err)
 	}
-	if c, _ := g.API.Campaign(ctx, camp.ID); c.State == protocol.StateStopped {
-		t.Fatal("a form without its CSRF token stopped the campaign")
+	if err := chromedp.Do(tab, chromedp.SetUploadFiles(chromedp.CSS("#image"), []string{imgs[0]})); err != nil {
+		t.Fatal(err)
+	}
+	newPage(t, tab, `document.getElementById("classify").requestSubmit(); true`)
+	top := js[string](t, tab, `document.getElementById("top-class")?.textContent || ""`)
+	if !slices.Contains(camp.Classes, top) {
+		t.Fatalf("classify: top class %q is not one of %v (%s)", top, camp.Classes, js[string](t, tab, "document.body.innerText"))
+	}
+	if n := js[int](t, tab, `document.querySelectorAll("#classified tr").length`); n != len(camp.Classes) {
+		t.Fatalf("classify shows %d class rows, want %d", n, len(camp.Classes))
+	}
+	shots(t, tab, shotDir, "campaign-classified")
+
+	// A form posted without its CSRF token is refused and changes nothing: the
+	// sign-out form without it leaves the session signed in.
+	js[bool](t, tab, `document.querySelector("header form [name=csrf]").remove(); true`)
+	newPage(t, tab, `document.querySelector("header form button").click(); true`)
+	if msg := js[string](t, tab, `document.getElementById("error")?.textContent || ""`); !strings.Contains(msg, "CSRF") {
+		t.Fatalf("sign-out without CSRF: page says %q", msg)
+	}
+	navigate(t, tab, base+"/campaigns/1")
+	if u := location(tab); !strings.HasSuffix(u, "/campaigns/1") {
+		t.Fatalf("a sign-out without its CSRF token signed out: at %s", u)
 	}
 
 	// A second researcher gets 403 on the first one's campaign, in the browser and the API.

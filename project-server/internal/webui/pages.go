@@ -3,7 +3,6 @@ package webui
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -11,13 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/texgrid/texgrid/project-server/internal/api"
 	"github.com/texgrid/texgrid/project-server/internal/auth"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/protocol"
-	"github.com/texgrid/texgrid/trainer/onnx"
-	"github.com/texgrid/texgrid/trainer/safetensors"
-	"github.com/texgrid/texgrid/trainer/spec"
 )
 
 type campaignHandler func(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64)
@@ -193,14 +190,6 @@ type hostRow struct {
 	Credit                  float64
 }
 
-type wuRow struct {
-	ID       int64
-	Round    int
-	Host     string
-	Progress float64
-	Deadline time.Time
-}
-
 type campaignData struct {
 	C        protocol.Campaign
 	Actions  []string
@@ -210,7 +199,9 @@ type campaignData struct {
 	MRound   int
 	Heat     []heatRow
 	Hosts    []hostRow
-	InFlight []wuRow
+	InFlight []protocol.WorkUnitInfo
+	// Classified is the answer of "try the model", when the page shows one.
+	Classified *classified
 }
 
 // actions lists the buttons that fit a campaign's state.
@@ -227,6 +218,10 @@ func actions(state string) []string {
 }
 
 func (h *Handler) campaign(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64) {
+	h.campaignPage(w, r, me, id, nil)
+}
+
+func (h *Handler) campaignPage(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64, cl *classified) {
 	ctx := r.Context()
 	c, err := h.cfg.Sched.Campaign(ctx, id)
 	if err != nil {
@@ -238,7 +233,7 @@ func (h *Handler) campaign(w http.ResponseWriter, r *http.Request, me *auth.Rese
 		h.schedFail(w, r, err)
 		return
 	}
-	d := campaignData{C: *c, Actions: actions(c.State), Points: points(rs), MRound: -1}
+	d := campaignData{C: *c, Actions: actions(c.State), Points: points(rs), MRound: -1, Classified: cl}
 	want := -1
 	if v := r.URL.Query().Get("round"); v != "" {
 		if want, err = strconv.Atoi(v); err != nil {
@@ -315,23 +310,19 @@ func (h *Handler) contributors(ctx context.Context, id int64) ([]hostRow, error)
 	return out, rows.Err()
 }
 
-func (h *Handler) inFlight(ctx context.Context, id int64) ([]wuRow, error) {
-	rows, err := h.cfg.Sched.DB().R.WithContext(ctx).Raw(`SELECT w.id, w.round, h.name, w.progress, w.deadline
-		FROM work_units w JOIN hosts h ON h.id = w.host_id WHERE w.campaign_id = ? AND w.state = ? ORDER BY w.id`,
-		id, store.WUIssued).Rows()
+// inFlight lists the campaign's work units that hosts hold now.
+func (h *Handler) inFlight(ctx context.Context, id int64) ([]protocol.WorkUnitInfo, error) {
+	all, err := api.WorkUnits(ctx, h.cfg.Sched.DB(), id, -1)
 	if err != nil {
-		return nil, fmt.Errorf("work units of campaign %d: %w", id, err)
+		return nil, err
 	}
-	defer rows.Close()
-	var out []wuRow
-	for rows.Next() {
-		var wr wuRow
-		if err := rows.Scan(&wr.ID, &wr.Round, &wr.Host, &wr.Progress, &wr.Deadline); err != nil {
-			return nil, fmt.Errorf("work units of campaign %d: %w", id, err)
+	var out []protocol.WorkUnitInfo
+	for _, w := range all {
+		if w.State == store.WUIssued {
+			out = append(out, w)
 		}
-		out = append(out, wr)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func (h *Handler) act(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64) {
@@ -402,94 +393,56 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, me *auth.Resear
 }
 
 // model sends one round's result model as safetensors, or exported to ONNX with the
-// campaign's class names.
+// campaign's class names (the same answer as the JSON API's model route).
 func (h *Handler) model(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64) {
-	ctx := r.Context()
-	q := r.URL.Query()
-	format := q.Get("format")
-	if format != "safetensors" && format != "onnx" {
-		h.fail(w, r, http.StatusBadRequest, "Bad format", fmt.Sprintf("format %q: use safetensors or onnx.", format))
-		return
-	}
-	c, err := h.cfg.Sched.Campaign(ctx, id)
-	if err != nil {
-		h.schedFail(w, r, err)
-		return
-	}
-	sha, round := c.ModelSHA256, -1
-	if v := q.Get("round"); v != "" {
-		if round, err = strconv.Atoi(v); err != nil {
-			h.fail(w, r, http.StatusBadRequest, "Bad round", fmt.Sprintf("round %q is not a number.", v))
+	round := -1
+	if v := r.URL.Query().Get("round"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			h.fail(w, r, http.StatusBadRequest, "Bad round", fmt.Sprintf("round %q is not a round number.", v))
 			return
 		}
-		rs, err := h.cfg.Sched.Rounds(ctx, id)
-		if err != nil {
-			h.schedFail(w, r, err)
-			return
-		}
-		sha = ""
-		for _, rd := range rs {
-			if rd.Round == round {
-				sha = rd.ResultModel
-			}
-		}
-		if sha == "" {
-			h.fail(w, r, http.StatusNotFound, "No model", fmt.Sprintf("Round %d of campaign %d has no result model (yet).", round, id))
-			return
-		}
+		round = n
 	}
-	f, size, mod, err := h.cfg.Sched.ModelBlob(ctx, sha)
+	f, err := api.Model(r.Context(), h.cfg.Sched, id, round, r.URL.Query().Get("format"))
 	if err != nil {
 		h.schedFail(w, r, err)
 		return
 	}
 	defer f.Close()
-	name := fmt.Sprintf("campaign-%d-round-%d", id, round)
-	if round < 0 {
-		name = fmt.Sprintf("campaign-%d-latest", id)
-	}
-	if format == "safetensors" {
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.safetensors"`)
-		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-		http.ServeContent(w, r, "", mod, f)
-		return
-	}
-	b, err := h.exportONNX(ctx, id, f.Name(), c)
-	if err != nil {
-		h.internal(w, r, err)
-		return
-	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`.onnx"`)
-	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	_, _ = w.Write(b)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+f.Name+`"`)
+	http.ServeContent(w, r, "", f.ModTime, f.Body)
 }
 
-// exportONNX exports a campaign's model blob at path with its spec and class names.
-func (h *Handler) exportONNX(ctx context.Context, id int64, path string, c *protocol.Campaign) ([]byte, error) {
-	var modelSpec string
-	if err := h.cfg.Sched.DB().R.WithContext(ctx).Raw("SELECT model_spec FROM campaigns WHERE id = ?", id).Row().Scan(&modelSpec); err != nil {
-		return nil, fmt.Errorf("model spec of campaign %d: %w", id, err)
-	}
-	sp, err := spec.Parse([]byte(modelSpec))
+// classify runs "try the model" on an uploaded image and shows the campaign page with
+// the class probabilities.
+func (h *Handler) classify(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64) {
+	file, _, err := r.FormFile("image")
 	if err != nil {
-		return nil, fmt.Errorf("campaign %d: %w", id, err)
+		h.fail(w, r, http.StatusBadRequest, "No image", "Choose an image file to classify.")
+		return
 	}
-	res, err := sp.Resolve(len(c.Classes), c.Spec.FragmentSize)
+	defer file.Close()
+	res, err := api.Classify(r.Context(), h.cfg.Sched, id, file)
 	if err != nil {
-		return nil, fmt.Errorf("campaign %d: %w", id, err)
+		h.schedFail(w, r, err)
+		return
 	}
-	st, err := safetensors.ReadFile(path, safetensors.Options{Expect: res.Params, RequireFinite: true})
-	if err != nil {
-		return nil, fmt.Errorf("campaign %d model: %w", id, err)
+	out := &classified{Top: res.Top, Engine: res.Engine, Millis: fmt.Sprintf("%.1f", res.Millis), Fragments: res.Fragments}
+	for i, p := range res.Probabilities {
+		out.Probs = append(out.Probs, classProb{Class: res.Classes[i], P: p})
 	}
-	b, err := onnx.Export(res, st.Tensors, c.Classes, map[string]string{"texgrid.campaign": strconv.FormatInt(id, 10)})
-	if err != nil {
-		if errors.Is(err, onnx.ErrBadParams) {
-			return nil, fmt.Errorf("campaign %d: export: %w", id, err)
-		}
-		return nil, err
-	}
-	return b, nil
+	h.campaignPage(w, r, me, id, out)
+}
+
+type classProb struct {
+	Class string
+	P     float64
+}
+
+type classified struct {
+	Top, Engine, Millis string
+	Fragments           int
+	Probs               []classProb
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/eval"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
+	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/web"
 )
 
@@ -69,7 +70,6 @@ func New(cfg Config) (*Handler, error) {
 		mux: http.NewServeMux()}
 	funcs := template.FuncMap{
 		"pct":   func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) },
-		"pctw":  func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) },
 		"title": func(s string) string { return strings.ToUpper(s[:1]) + s[1:] },
 	}
 	names, err := fs.Glob(web.FS, "templates/*.html")
@@ -109,6 +109,7 @@ func (h *Handler) routes() {
 	m.HandleFunc("GET /campaigns/{id}", h.researcher(h.owned(h.campaign)))
 	m.HandleFunc("GET /campaigns/{id}/events", h.researcher(h.owned(h.events)))
 	m.HandleFunc("GET /campaigns/{id}/model", h.researcher(h.owned(h.model)))
+	m.HandleFunc("POST /campaigns/{id}/classify", h.researcher(h.owned(h.classify)))
 	m.HandleFunc("POST /campaigns/{id}/{action}", h.researcher(h.owned(h.act)))
 }
 
@@ -192,7 +193,7 @@ func (h *Handler) csrfOK(r *http.Request) bool {
 	if err != nil || c.Value == "" {
 		return false
 	}
-	r.Body = http.MaxBytesReader(nil, r.Body, 1<<20)
+	r.Body = http.MaxBytesReader(nil, r.Body, protocol.MaxClassifyBytes+1<<20)
 	form := r.PostFormValue("csrf")
 	return form != "" && subtle.ConstantTimeCompare([]byte(form), []byte(c.Value)) == 1
 }
