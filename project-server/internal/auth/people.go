@@ -169,12 +169,9 @@ func (p *People) EndSession(ctx context.Context, secret string) error {
 	return nil
 }
 
-// SetAccountPassword stores a volunteer account's password hash.
-func (p *People) SetAccountPassword(ctx context.Context, accountID int64, pw string) error {
-	h, err := HashPassword(pw)
-	if err != nil {
-		return err
-	}
+// SetAccountPasswordHash stores a volunteer account's password hash (from
+// HashPassword).
+func (p *People) SetAccountPasswordHash(ctx context.Context, accountID int64, h string) error {
 	if err := p.DB.WithContext(ctx).Exec("UPDATE accounts SET password_hash = ? WHERE id = ?", h, accountID).Error; err != nil {
 		return fmt.Errorf("set password of account %d: %w", accountID, err)
 	}

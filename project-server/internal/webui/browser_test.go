@@ -382,6 +382,30 @@ func TestBrowser(t *testing.T) {
 	if u := location(tab); !strings.Contains(u, "/signin") {
 		t.Fatalf("after sign-out /campaigns/1 showed %s, want the sign-in page", u)
 	}
+	// The volunteer side, signed out: the project page, a new account and its key,
+	// the leaderboard and a host page.
+	navigate(t, tab, base+"/")
+	if txt := js[string](t, tab, `document.getElementById("status").textContent`); !strings.Contains(txt, "hosts attached") {
+		t.Fatalf("project page status: %q", txt)
+	}
+	shots(t, tab, shotDir, "project")
+	navigate(t, tab, base+"/join")
+	submit(t, tab, "join", map[string]string{"name": "browser volunteer", "password": "a volunteer's password"})
+	if key := js[string](t, tab, `document.getElementById("account-key")?.textContent || ""`); !strings.HasPrefix(key, "tga_") {
+		t.Fatalf("new volunteer account: key %q (%s)", key, js[string](t, tab, "document.body.innerText"))
+	}
+	shots(t, tab, shotDir, "join")
+	navigate(t, tab, base+"/leaderboard")
+	if n := js[int](t, tab, `document.querySelectorAll("#by-host tbody tr").length`); n != 2 {
+		t.Fatalf("leaderboard lists %d hosts, want the 2 volunteers", n)
+	}
+	shots(t, tab, shotDir, "leaderboard")
+	newPage(t, tab, `document.querySelector("#by-host tbody a").click(); true`)
+	if credit := js[string](t, tab, `document.getElementById("credit")?.textContent || ""`); credit == "" || credit == "0.0" {
+		t.Fatalf("host page credit %q, want the credit of its accepted results", credit)
+	}
+	shots(t, tab, shotDir, "host")
+
 	for _, name := range []string{"campaign-desktop.png", "campaign-phone.png"} {
 		if st, err := os.Stat(filepath.Join(shotDir, name)); err != nil || st.Size() == 0 {
 			t.Errorf("screenshot %s: %v", name, err)

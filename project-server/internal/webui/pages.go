@@ -57,15 +57,6 @@ func (h *Handler) schedFail(w http.ResponseWriter, r *http.Request, err error) {
 	h.fail(w, r, scheduler.Status(e.Code), "Refused", e.Message)
 }
 
-func (h *Handler) home(w http.ResponseWriter, r *http.Request) {
-	me, _ := h.session(r)
-	if me != nil {
-		http.Redirect(w, r, "/campaigns", http.StatusSeeOther)
-		return
-	}
-	http.Redirect(w, r, "/signin", http.StatusSeeOther)
-}
-
 // listRow is one line of the campaigns list.
 type listRow struct {
 	C      protocol.Campaign

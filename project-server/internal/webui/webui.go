@@ -56,6 +56,8 @@ type Handler struct {
 	pages  map[string]*template.Template
 	mux    *http.ServeMux
 	static http.Handler
+	// signups limits volunteer account creation per client address.
+	signups *limiter
 }
 
 // New parses the embedded templates and returns the page handler.
@@ -67,10 +69,11 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	h := &Handler{cfg: cfg, people: &auth.People{DB: cfg.Sched.DB()}, pages: map[string]*template.Template{},
-		mux: http.NewServeMux()}
+		mux: http.NewServeMux(), signups: newLimiter(SignupsPerHour, time.Hour)}
 	funcs := template.FuncMap{
 		"pct":   func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) },
 		"title": func(s string) string { return strings.ToUpper(s[:1]) + s[1:] },
+		"inc":   func(i int) int { return i + 1 },
 	}
 	names, err := fs.Glob(web.FS, "templates/*.html")
 	if err != nil {
@@ -100,6 +103,10 @@ func (h *Handler) routes() {
 	m := h.mux
 	m.Handle("GET /static/", h.static)
 	m.HandleFunc("GET /{$}", h.home)
+	m.HandleFunc("GET /join", h.join)
+	m.HandleFunc("POST /join", h.createAccount)
+	m.HandleFunc("GET /leaderboard", h.leaderboard)
+	m.HandleFunc("GET /hosts/{id}", h.hostPage)
 	m.HandleFunc("GET /signin", h.signinPage)
 	m.HandleFunc("POST /signin", h.signin)
 	m.HandleFunc("POST /signout", h.signout)
