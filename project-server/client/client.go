@@ -215,6 +215,13 @@ func (c *Client) Models(ctx context.Context) ([]protocol.ModelInfo, error) {
 	return out, err
 }
 
+// Datasets is GET /api/v1/datasets.
+func (c *Client) Datasets(ctx context.Context) ([]protocol.DatasetInfo, error) {
+	var out []protocol.DatasetInfo
+	err := c.do(ctx, http.MethodGet, protocol.DatasetsPath, nil, &out)
+	return out, err
+}
+
 // WorkUnits is GET /api/v1/campaigns/{id}/rounds/{round}/work-units.
 func (c *Client) WorkUnits(ctx context.Context, id int64, round int) ([]protocol.WorkUnitInfo, error) {
 	var out []protocol.WorkUnitInfo

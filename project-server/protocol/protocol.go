@@ -17,7 +17,8 @@
 //	2 (2026-12-02): researcher ownership (403 "forbidden" on another researcher's
 //	  campaign; GET /campaigns lists the caller's own; admins see all) and new read
 //	  routes for the web UI: GET /hosts, GET /campaigns/{id}/rounds/{r}/work-units,
-//	  GET /models, GET /campaigns/{id}/model, POST /campaigns/{id}/classify. Nothing a
+//	  GET /models, GET /datasets, GET /campaigns/{id}/model, POST
+//	  /campaigns/{id}/classify (see researcher.go). Nothing a
 //	  version-1 client sends or reads changed.
 //
 // # Volunteer flow

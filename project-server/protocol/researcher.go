@@ -100,3 +100,31 @@ type ClassifyResponse struct {
 	Engine        string    `json:"engine"` // "go" or "onnxruntime"
 	Millis        float64   `json:"millis"` // inference time on the server
 }
+
+// DatasetsPath is GET /api/v1/datasets: the datasets on the dataset store as
+// []DatasetInfo, sorted by name (added in version 2).
+const DatasetsPath = APIPrefix + "/datasets"
+
+// DatasetInfo is one dataset as indexed by the dataset store.
+type DatasetInfo struct {
+	Name            string            `json:"name"`
+	ManifestVersion string            `json:"manifest_version,omitempty"`
+	Images          int               `json:"images"`
+	Classes         []ClassCount      `json:"classes"`
+	Quarantined     []QuarantinedFile `json:"quarantined,omitempty"`
+	// Error says why the dataset cannot be used yet (no manifest: an upload not
+	// indexed yet); empty when it can.
+	Error string `json:"error,omitempty"`
+}
+
+// ClassCount is one class of a dataset and its number of images.
+type ClassCount struct {
+	Name   string `json:"name"`
+	Images int    `json:"images"`
+}
+
+// QuarantinedFile is an uploaded file the store refused, and why.
+type QuarantinedFile struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}

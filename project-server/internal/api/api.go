@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/texgrid/texgrid/project-server/internal/auth"
+	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -32,16 +33,20 @@ var ServerVersion = "dev"
 
 // Handler serves the API over a scheduler.
 type Handler struct {
-	s       *scheduler.Scheduler
-	metrics *Metrics
-	log     *slog.Logger
-	people  *auth.People
+	s        *scheduler.Scheduler
+	metrics  *Metrics
+	log      *slog.Logger
+	people   *auth.People
+	datasets datasets.Source
 }
 
 // New builds the gin engine with every route.
-func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
+func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger, opts ...Option) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	h := &Handler{s: s, metrics: m, log: log, people: &auth.People{DB: s.DB()}}
+	for _, o := range opts {
+		o(h)
+	}
 	r := gin.New()
 	r.Use(h.recover, h.observe)
 	r.NoRoute(func(c *gin.Context) {

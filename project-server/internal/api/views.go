@@ -32,6 +32,7 @@ func (h *Handler) viewRoutes(api *gin.RouterGroup) {
 	r := api.Group("", h.researcherToken)
 	r.GET("/hosts", h.listHosts)
 	r.GET("/models", h.listModels)
+	r.GET("/datasets", h.listDatasets)
 	r.GET("/campaigns/:id/rounds/:round/work-units", h.owner, h.workUnits)
 	r.GET("/campaigns/:id/model", h.owner, h.modelDownload)
 	r.POST("/campaigns/:id/classify", h.owner, h.classify)

@@ -138,7 +138,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		srv.Close()
 		return nil, err
 	}
-	apiHandler := api.New(srv.Sched, srv.Metrics, cfg.Log)
+	apiHandler := api.New(srv.Sched, srv.Metrics, cfg.Log, api.WithDatasets(src))
 	pages, err := webui.New(webui.Config{Sched: srv.Sched, Datasets: src, Engine: cfg.Engine, Log: cfg.Log})
 	if err != nil {
 		srv.Close()

@@ -60,6 +60,10 @@ func TestResearcherViews(t *testing.T) {
 		if err != nil || len(models) == 0 || models[0].Layers == 0 {
 			t.Fatalf("models: %+v, %v", models, err)
 		}
+		ds, err := api.Datasets(ctx)
+		if err != nil || len(ds) != 1 || ds[0].Name != testDataset || ds[0].Images != 18 || len(ds[0].Classes) != 3 || ds[0].Classes[0].Images != 6 || ds[0].Error != "" {
+			t.Fatalf("datasets: %+v, %v", ds, err)
+		}
 		var st, blob bytes.Buffer
 		if _, err := api.Model(ctx, c.ID, -1, protocol.FormatSafetensors, &st); err != nil {
 			t.Fatal(err)

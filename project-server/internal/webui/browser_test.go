@@ -207,6 +207,14 @@ func TestBrowser(t *testing.T) {
 	if err := synth.Generate(data, 3, 12, 96, 7); err != nil {
 		t.Fatal(err)
 	}
+	// One file that is not an image: the store quarantines it, and the form says why.
+	classDirs, err := filepath.Glob(filepath.Join(data, "*"))
+	if err != nil || len(classDirs) == 0 {
+		t.Fatalf("synthetic classes: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(classDirs[0], "notes.txt"), []byte("not an image\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := g.UploadDataset(ctx, data, "synthetic"); err != nil {
 		t.Fatal(err)
 	}
@@ -227,6 +235,12 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("after sign-in: at %s, want /campaigns/new", u)
 	}
 	shots(t, tab, shotDir, "new-campaign")
+	if opts := js[string](t, tab, `document.getElementById("dataset").options[0]?.textContent || ""`); opts != "synthetic (3 classes, 36 images)" {
+		t.Errorf("dataset picker offers %q, want synthetic with its class and image counts", opts)
+	}
+	if q := js[string](t, tab, `document.querySelector("#datasets .quarantined")?.textContent || ""`); !strings.Contains(q, "notes.txt: ") || len(q) < len("notes.txt: ")+5 {
+		t.Errorf("quarantined file shown as %q, want notes.txt with its reason", q)
+	}
 
 	// A bad quorum comes back next to its field, and nothing is created.
 	form := map[string]string{"name": "browser run", "dataset": "synthetic", "model": "tcnn-small", "fragment_size": "64",

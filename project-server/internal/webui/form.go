@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/texgrid/texgrid/configs"
+	"github.com/texgrid/texgrid/project-server/internal/api"
 	"github.com/texgrid/texgrid/project-server/internal/auth"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -98,12 +99,46 @@ func campaignFields() []field {
 }
 
 type formData struct {
-	Fields []field
-	Errors map[string]string
+	Fields   []field
+	Errors   map[string]string
+	Datasets []protocol.DatasetInfo
+}
+
+// datasets lists the store's datasets for the picker; nil when the source cannot list
+// them (the dataset field is then typed in).
+func (h *Handler) datasets(r *http.Request) []protocol.DatasetInfo {
+	if h.cfg.Datasets == nil {
+		return nil
+	}
+	ds, err := api.Datasets(r.Context(), h.cfg.Datasets)
+	if err != nil {
+		h.cfg.Log.Warn("list datasets for the campaign form", "err", err)
+		return nil
+	}
+	return ds
+}
+
+// withDatasets turns the dataset field into a picker of the indexed datasets.
+func withDatasets(fields []field, ds []protocol.DatasetInfo) {
+	for i := range fields {
+		if fields[i].Name != "dataset" {
+			continue
+		}
+		for _, d := range ds {
+			if d.Error == "" {
+				fields[i].Options = append(fields[i].Options, option{d.Name, fmt.Sprintf("%s (%d classes, %d images)", d.Name, len(d.Classes), d.Images)})
+			}
+		}
+		if len(fields[i].Options) > 0 && fields[i].Value == "" {
+			fields[i].Value = fields[i].Options[0].Value
+		}
+	}
 }
 
 func (h *Handler) newCampaign(w http.ResponseWriter, r *http.Request, me *auth.Researcher) {
-	h.render(w, r, http.StatusOK, "new", "New campaign", me, formData{Fields: campaignFields(), Errors: map[string]string{}})
+	d := formData{Fields: campaignFields(), Errors: map[string]string{}, Datasets: h.datasets(r)}
+	withDatasets(d.Fields, d.Datasets)
+	h.render(w, r, http.StatusOK, "new", "New campaign", me, d)
 }
 
 // parseCampaign reads the form into a spec and checks it with the scheduler's own
@@ -197,5 +232,7 @@ func (h *Handler) createCampaign(w http.ResponseWriter, r *http.Request, me *aut
 			errs["form"] = e.Message
 		}
 	}
-	h.render(w, r, http.StatusUnprocessableEntity, "new", "New campaign", me, formData{Fields: fields, Errors: errs})
+	d := formData{Fields: fields, Errors: errs, Datasets: h.datasets(r)}
+	withDatasets(d.Fields, d.Datasets)
+	h.render(w, r, http.StatusUnprocessableEntity, "new", "New campaign", me, d)
 }
