@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Researcher API added in version 2 (2026-12-02). Every call needs "Authorization:
+// Researcher API added in version 4 (2026-12-02). Every call needs "Authorization:
 // Bearer <researcher token>". A researcher sees and acts only on the campaigns they
 // created; a campaign of another researcher answers 403 "forbidden" on every
 // /campaigns/{id} route, and GET /campaigns lists only the caller's own. A researcher
@@ -102,7 +102,7 @@ type ClassifyResponse struct {
 }
 
 // DatasetsPath is GET /api/v1/datasets: the datasets on the dataset store as
-// []DatasetInfo, sorted by name (added in version 2).
+// []DatasetInfo, sorted by name.
 const DatasetsPath = APIPrefix + "/datasets"
 
 // DatasetInfo is one dataset as indexed by the dataset store.

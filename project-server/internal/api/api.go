@@ -74,12 +74,14 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger, opts ...Option) h
 	host.POST("/work", h.work)
 	host.POST("/work/:id/heartbeat", h.heartbeat)
 	host.PUT("/work/:id/result", h.result)
+	host.POST("/work/:id/failure", h.failure)
 
 	res := api.Group("/campaigns", h.researcherToken)
 	res.POST("", h.createCampaign)
 	res.GET("", h.listCampaigns)
 	res.GET("/:id", h.owner, h.getCampaign)
 	res.GET("/:id/rounds", h.owner, h.rounds)
+	res.GET("/:id/rounds/:round/results", h.owner, h.roundResults)
 	res.POST("/:id/:action", h.owner, h.act)
 	h.viewRoutes(api)
 	return r
@@ -273,7 +275,7 @@ func (h *Handler) hostSelf(c *gin.Context) {
 		return
 	}
 	info := protocol.HostInfo{HostID: host.ID, Name: host.Name, Cores: host.Cores, GFLOPS: host.GFLOPS, Credit: host.Credit,
-		ResultsValid: host.ResultsValid, ResultsInvalid: host.ResultsInvalid, LastContact: host.LastContact}
+		ResultsValid: host.ResultsValid, ResultsInvalid: host.ResultsInvalid, ResultsFailed: host.ResultsFailed, ResultsFlagged: host.ResultsFlagged, LastContact: host.LastContact}
 	if n := host.ResultsValid + host.ResultsInvalid; n > 0 {
 		info.ErrorRate = float64(host.ResultsInvalid) / float64(n)
 	}

@@ -296,6 +296,7 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.DurationVar(&wuDeadline, "wu-deadline", 0, "work unit deadline (default 30m)")
 		fs.DurationVar(&roundDeadline, "round-deadline", 0, "round deadline (default 4 x wu-deadline)")
 		fs.Uint64Var(&cs.Seed, "seed", 0, "campaign seed (default random)")
+		fs.IntVar(&cs.MaxResultsPerAccount, "max-results-per-account", 0, "most results of one volunteer account merged per round, 0..wus (default 0, no bound)")
 		fs.BoolVar(&cs.Start, "start", false, "start at once")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -386,14 +387,14 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 			return printJSON(stdout, out)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ROUND\tSTATE\tISSUED\tACCEPTED\tNEEDED\tLATE\tINVALID\tSAMPLES\tFRAG ACC\tIMAGE ACC\tMODEL")
+		fmt.Fprintln(tw, "ROUND\tSTATE\tISSUED\tACCEPTED\tNEEDED\tLATE\tINVALID\tFAILED\tDUPLICATE\tOVER LIMIT\tSAMPLES\tFRAG ACC\tIMAGE ACC\tMODEL")
 		for _, r := range out {
 			fa, ia := "-", "-"
 			if r.Metrics != nil {
 				fa, ia = fmt.Sprintf("%.4f", r.Metrics.FragmentAccuracy), fmt.Sprintf("%.4f", r.Metrics.ImageAccuracy)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.12s\n", r.Round, r.State, r.Issued, r.Accepted, r.Needed,
-				r.Late, r.Invalid, r.SamplesTrained, fa, ia, r.ResultModel)
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.12s\n", r.Round, r.State, r.Issued, r.Accepted, r.Needed,
+				r.Late, r.Invalid, r.Failed, r.Duplicates, r.OverLimit, r.SamplesTrained, fa, ia, r.ResultModel)
 		}
 		return tw.Flush()
 	}

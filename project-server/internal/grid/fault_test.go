@@ -272,7 +272,7 @@ func TestSlowVolunteer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Alone on the grid, the held volunteer takes round 1's first work unit.
+	// Alone on the grid, the held volunteer takes the first round's first work unit.
 	poll.For(t, 3*time.Minute, "the held volunteer's first work unit", func() error {
 		rs, err := g.Rounds(ctx, camp.ID)
 		if err != nil {
@@ -289,7 +289,8 @@ func TestSlowVolunteer(t *testing.T) {
 		}
 	}
 	// Each held upload belongs to a round no later than the newest one open when it
-	// arrived; release it once that round has closed.
+	// arrived; release it once that round has closed. The volunteer holds one unit at a
+	// time, so whatever is held at the release is that one unit's upload.
 	released := map[string]bool{}
 	for {
 		poll.For(t, 8*time.Minute, "a held upload or the campaign's end", func() error {
@@ -312,7 +313,10 @@ func TestSlowVolunteer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		newest := rs[len(rs)-1].Round
+		newest := 0
+		for _, r := range rs {
+			newest = max(newest, r.Round)
+		}
 		poll.For(t, 5*time.Minute, fmt.Sprintf("round %d to close without the held volunteer", newest), func() error {
 			rs, err := g.Rounds(ctx, camp.ID)
 			if err != nil {

@@ -133,6 +133,8 @@ func Defaults(c *protocol.CampaignSpec) error {
 		return bad("delta_dtype %q: want float32 or float16", c.DeltaDType)
 	case !(c.MaxDeltaNorm > 0) || math.IsInf(c.MaxDeltaNorm, 0):
 		return bad("max_delta_norm %g must be positive and finite", c.MaxDeltaNorm)
+	case c.MaxResultsPerAccount < 0 || c.MaxResultsPerAccount > c.WorkUnitsPerRound:
+		return bad("max_results_per_account %d is outside 0..work_units_per_round (%d); 0 means no bound", c.MaxResultsPerAccount, c.WorkUnitsPerRound)
 	case c.Mode != protocol.ModeSync:
 		return bad("mode %q is not supported yet; use %q", c.Mode, protocol.ModeSync)
 	}
@@ -486,7 +488,7 @@ func (s *Scheduler) Rounds(ctx context.Context, id int64) ([]protocol.RoundInfo,
 	out := make([]protocol.RoundInfo, 0, len(rs))
 	for _, r := range rs {
 		ri := protocol.RoundInfo{Round: r.Round, State: r.State, BaseModel: r.BaseModel, ResultModel: r.ResultModel,
-			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Invalid: r.Invalid, Needed: r.Needed,
+			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Invalid: r.Invalid, Failed: r.Failed, Duplicates: r.Duplicates, OverLimit: r.OverLimit, Needed: r.Needed,
 			OpenedAt: r.OpenedAt, ClosedAt: r.ClosedAt, SamplesTrained: r.SamplesTrained}
 		if r.MetricsJSON != nil {
 			var m protocol.Metrics

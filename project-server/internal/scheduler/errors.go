@@ -10,7 +10,7 @@ import (
 
 // Error is a refusal the API passes to the caller as a protocol.Error: a code from the
 // protocol and a message naming what was wrong. Nothing was changed unless the code is
-// invalid_delta or late, which are recorded.
+// invalid_delta, late, duplicate or account_limit, which are recorded.
 type Error struct {
 	Code    string
 	Message string
@@ -52,7 +52,7 @@ func Status(code string) int {
 		return http.StatusForbidden
 	case protocol.CodeNotFound:
 		return http.StatusNotFound
-	case protocol.CodeLate, protocol.CodeWUClosed, protocol.CodeConflict:
+	case protocol.CodeLate, protocol.CodeWUClosed, protocol.CodeConflict, protocol.CodeDuplicate, protocol.CodeAccountLimit:
 		return http.StatusConflict
 	case protocol.CodeInvalidDelta:
 		return http.StatusUnprocessableEntity

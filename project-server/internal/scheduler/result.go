@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -137,13 +138,19 @@ func (m *memSink) Sum() string { return hex.EncodeToString(m.h.Sum(nil)) }
 
 func (m *memSink) Size() int64 { return int64(m.buf.Len()) }
 
+// recorded are the outcomes of a result that was read and kept (merged or not); a
+// work unit's state is its result's outcome.
+var recorded = []string{protocol.OutcomeAccepted, protocol.OutcomeLate, protocol.OutcomeDuplicate, protocol.OutcomeOverLimit}
+
 // replay answers a result for a work unit whose result was already recorded.
 func (s *Scheduler) replay(db *gorm.DB, w *store.WorkUnit, sha string) (*protocol.ResultResponse, error, bool) {
-	if w.State != store.WUAccepted && w.State != store.WULate {
+	switch w.State {
+	case store.WUAccepted, store.WULate, store.WUDuplicate, store.WUOverLimit:
+	default:
 		return nil, nil, false
 	}
 	var prev store.Result
-	err := db.Where("work_unit_id = ? AND outcome IN ?", w.ID, []string{protocol.OutcomeAccepted, protocol.OutcomeLate}).Take(&prev).Error
+	err := db.Where("work_unit_id = ? AND outcome IN ?", w.ID, recorded).Take(&prev).Error
 	if err != nil {
 		return nil, fmt.Errorf("replay of work unit %d: %w", w.ID, err), true
 	}
@@ -151,14 +158,25 @@ func (s *Scheduler) replay(db *gorm.DB, w *store.WorkUnit, sha string) (*protoco
 		return nil, fail(protocol.CodeConflict, "work unit %d already has a %s result with sha256 %s; a different one is refused", w.ID, prev.Outcome, prev.SHA256), true
 	}
 	resp := &protocol.ResultResponse{Outcome: prev.Outcome, Round: prev.Round, Credit: prev.Credit, Replayed: true}
-	if prev.Outcome == protocol.OutcomeLate {
-		return resp, lateError(w), true
-	}
-	return resp, nil, true
+	return resp, notMerged(w, prev.Outcome, prev.Reason), true
 }
 
 func lateError(w *store.WorkUnit) error {
 	return fail(protocol.CodeLate, "round %d closed before the result of work unit %d arrived; it was recorded and credited, not merged", w.Round, w.ID)
+}
+
+// notMerged is the refusal that goes with an outcome other than accepted (nil for
+// accepted).
+func notMerged(w *store.WorkUnit, outcome, reason string) error {
+	switch outcome {
+	case protocol.OutcomeLate:
+		return lateError(w)
+	case protocol.OutcomeDuplicate:
+		return fail(protocol.CodeDuplicate, "the result of work unit %d was recorded, not merged or credited: %s", w.ID, reason)
+	case protocol.OutcomeOverLimit:
+		return fail(protocol.CodeAccountLimit, "the result of work unit %d was recorded and credited, not merged: %s", w.ID, reason)
+	}
+	return nil
 }
 
 func isTooLarge(err error) bool {
@@ -231,11 +249,52 @@ var (
 	qClaimWU       = txQuery(`UPDATE work_units SET state = ?, finished_at = ?, progress = 1 WHERE id = ?
 		AND state IN ('` + store.WUIssued + `', '` + store.WUExpired + `', '` + store.WUClosed + `')`)
 	qInsertResult = txQuery(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, sha256, size, outcome, reason,
-		samples, loss, norm, credit, created_at, data) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?, ?)`)
+		samples, loss, norm, credit, created_at, data, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qCreditHost    = txQuery(`UPDATE hosts SET results_valid = results_valid + 1, credit = credit + ?, last_contact = ? WHERE id = ?`)
 	qRoundLate     = txQuery(`UPDATE rounds SET late = late + 1 WHERE campaign_id = ? AND round = ?`)
 	qRoundAccepted = txQuery(`UPDATE rounds SET accepted = accepted + 1, samples_trained = samples_trained + ? WHERE campaign_id = ? AND round = ?`)
+	// A round merges one copy of a delta, and at most the campaign's bound of one
+	// account's results.
+	qMergedCopy = txQuery(`SELECT id, work_unit_id, host_id FROM results WHERE campaign_id = ? AND round = ? AND sha256 = ?
+		AND outcome = '` + protocol.OutcomeAccepted + `' ORDER BY id LIMIT 1`)
+	qAccountMerged = txQuery(`SELECT COUNT(*) FROM results r JOIN hosts h ON h.id = r.host_id WHERE r.campaign_id = ? AND r.round = ?
+		AND r.outcome = '` + protocol.OutcomeAccepted + `' AND h.account_id = (SELECT account_id FROM hosts WHERE id = ?)`)
+	qFlagMerged = txQuery(`UPDATE results SET flag = CASE WHEN flag = '' THEN ? ELSE flag || '; ' || ? END WHERE id = ?`)
+	qFlagHost   = txQuery(`UPDATE hosts SET results_flagged = results_flagged + 1, last_contact = ? WHERE id = ?`)
+	qFlagHostTo = txQuery(`UPDATE hosts SET results_flagged = results_flagged + 1 WHERE id = ?`)
+	qRoundDup   = txQuery(`UPDATE rounds SET duplicates = duplicates + 1 WHERE campaign_id = ? AND round = ?`)
+	qRoundOver  = txQuery(`UPDATE rounds SET over_limit = over_limit + 1 WHERE campaign_id = ? AND round = ?`)
 )
+
+// merged is the merged copy of a delta that a new result duplicates.
+type merged struct {
+	id, wu, host int64
+}
+
+// mergeable decides the outcome of a valid result for an open round whose slot has no
+// merged result: duplicate when the round already merged a byte-identical delta (the
+// same sha256), over_limit when the host's account already has the campaign's bound of
+// merged results in the round, else accepted. It runs under the round's lock.
+func (s *Scheduler) mergeable(q raw, w *store.WorkUnit, ci *campaignInfo, sha string) (string, *merged, error) {
+	var m merged
+	err := q.row(qMergedCopy, w.CampaignID, w.Round, sha).Scan(&m.id, &m.wu, &m.host)
+	if err == nil {
+		return protocol.OutcomeDuplicate, &m, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return "", nil, err
+	}
+	if limit := ci.spec.MaxResultsPerAccount; limit > 0 {
+		var n int
+		if err := q.row(qAccountMerged, w.CampaignID, w.Round, w.HostID).Scan(&n); err != nil {
+			return "", nil, err
+		}
+		if n >= limit {
+			return protocol.OutcomeOverLimit, nil, nil
+		}
+	}
+	return protocol.OutcomeAccepted, nil, nil
+}
 
 // record commits a valid result whose blob is durable.
 func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaignInfo, meta ResultMeta, sha string, size int64, norm float64, data []byte) (*protocol.ResultResponse, error) {
@@ -271,6 +330,26 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 				outcome = protocol.OutcomeLate
 			}
 		}
+		var (
+			copyOf *merged
+			reason string
+			flag   string
+		)
+		if outcome == protocol.OutcomeAccepted {
+			var err error
+			if outcome, copyOf, err = s.mergeable(q, w0, ci, sha); err != nil {
+				return err
+			}
+		}
+		switch outcome {
+		case protocol.OutcomeDuplicate:
+			credit = 0
+			reason = fmt.Sprintf("byte-identical to the result of work unit %d (host %d), already merged in round %d", copyOf.wu, copyOf.host, w0.Round)
+			flag = fmt.Sprintf("same delta as work unit %d (host %d)", copyOf.wu, copyOf.host)
+		case protocol.OutcomeOverLimit:
+			reason = fmt.Sprintf("the host's account already has the campaign's %d merged results of round %d (max_results_per_account)",
+				ci.spec.MaxResultsPerAccount, w0.Round)
+		}
 		// Claim the unit; if it is no longer open, something else recorded or aborted it.
 		claimed, err := q.exec(qClaimWU, outcome, now, w0.ID)
 		if err != nil {
@@ -295,16 +374,36 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		if outcome == protocol.OutcomeAccepted && len(data) > 0 {
 			inline = data
 		}
-		if _, err := q.exec(qInsertResult, w0.ID, w0.HostID, w0.CampaignID, w0.Round, sha, size, outcome, meta.Samples, meta.Loss, norm, credit, now, inline); err != nil {
+		if _, err := q.exec(qInsertResult, w0.ID, w0.HostID, w0.CampaignID, w0.Round, sha, size, outcome, reason, meta.Samples, meta.Loss, norm, credit, now, inline, flag); err != nil {
+			return err
+		}
+		resp = &protocol.ResultResponse{Outcome: outcome, Round: w0.Round, Credit: credit}
+		outErr = notMerged(w0, outcome, reason)
+		if outcome == protocol.OutcomeDuplicate {
+			// Both hosts are flagged: which of them trained and which copied is not
+			// known. The copy earns nothing.
+			mark := fmt.Sprintf("same delta as work unit %d (host %d), not merged", w0.ID, w0.HostID)
+			if _, err := q.exec(qFlagMerged, mark, mark, copyOf.id); err != nil {
+				return err
+			}
+			if _, err := q.exec(qFlagHost, now, w0.HostID); err != nil {
+				return err
+			}
+			if _, err := q.exec(qFlagHostTo, copyOf.host); err != nil {
+				return err
+			}
+			_, err := q.exec(qRoundDup, w0.CampaignID, w0.Round)
 			return err
 		}
 		if _, err := q.exec(qCreditHost, credit, now, w0.HostID); err != nil {
 			return err
 		}
-		resp = &protocol.ResultResponse{Outcome: outcome, Round: w0.Round, Credit: credit}
-		if outcome == protocol.OutcomeLate {
-			outErr = lateError(w0)
+		switch outcome {
+		case protocol.OutcomeLate:
 			_, err := q.exec(qRoundLate, w0.CampaignID, w0.Round)
+			return err
+		case protocol.OutcomeOverLimit:
+			_, err := q.exec(qRoundOver, w0.CampaignID, w0.Round)
 			return err
 		}
 		if _, err := q.exec(qRoundAccepted, meta.Samples, w0.CampaignID, w0.Round); err != nil {
@@ -322,8 +421,8 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 	if resp != nil && !resp.Replayed {
 		s.cfg.Counters.Result(resp.Outcome)
 	}
-	if resp != nil && resp.Outcome == protocol.OutcomeLate && !resp.Replayed && data == nil {
-		s.gcBlobs(ctx, sha)
+	if resp != nil && resp.Outcome != protocol.OutcomeAccepted && !resp.Replayed && data == nil {
+		s.gcBlobs(ctx, sha) // kept while a merged copy of the same delta needs it
 	}
 	if closing {
 		// The result is committed whatever happens now: a close that fails here is

@@ -30,8 +30,8 @@ func (s *Scheduler) Tick(ctx context.Context) error {
 		return fmt.Errorf("tick: rounds: %w", err)
 	}
 	for _, r := range rs {
-		msg := fmt.Sprintf("round %d is stuck: %d of %d needed results accepted by its deadline %s (%d issues, %d invalid)",
-			r.Round, r.Accepted, r.Needed, r.Deadline.Format(time.RFC3339), r.Issued, r.Invalid)
+		msg := fmt.Sprintf("round %d is stuck: %d of %d needed results accepted by its deadline %s (%d issues, %d invalid, %d failed)",
+			r.Round, r.Accepted, r.Needed, r.Deadline.Format(time.RFC3339), r.Issued, r.Invalid, r.Failed)
 		err := s.tx(ctx, func(tx *gorm.DB) error {
 			res := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ? AND state = ?", r.CampaignID, r.Round, store.RoundOpen).
 				Update("state", store.RoundStuck)

@@ -224,7 +224,7 @@ const (
 		FROM rounds r LEFT JOIN work_units w ON w.campaign_id = r.campaign_id AND w.round = r.round AND w.host_id = ?
 		WHERE r.campaign_id = ? AND r.round = ?`
 	qReissuable = `SELECT COUNT(*) FROM (SELECT 1 FROM work_units WHERE campaign_id = ? AND round = ?
-		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
+		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `', '` + store.WUFailed + `', '` + store.WUDuplicate + `', '` + store.WUOverLimit + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
 )
 
 var (
@@ -278,8 +278,8 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		}
 	}
 	if r.NextSlot >= r.Slots {
-		// Every slot is out: a reissue needs a unit past its deadline or released by
-		// a host that detached.
+		// Every slot is out: a reissue needs a unit past its deadline, released by a
+		// host that detached, reported failed, or whose result was not merged.
 		var n int64
 		if err := s.raw(s.read(ctx)).row(qReissuable, c.ID, c.Round, now).Scan(&n); err != nil {
 			return nil, err
@@ -287,6 +287,9 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		if n == 0 {
 			return nil, nil
 		}
+	}
+	if full, err := s.accountFull(ctx, c, ci, hostID, now); err != nil || full {
+		return nil, err
 	}
 	if len(mine) > 0 {
 		// A second unit in one round goes to this host only if every other active host
@@ -376,6 +379,27 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 	}
 	s.cfg.Counters.Issued()
 	return s.describe(ctx, c, ci, base, w), nil
+}
+
+// qAccountUnits counts the units of a round that the hosts of a host's account hold
+// (live) or have had merged.
+const qAccountUnits = `SELECT COUNT(*) FROM work_units w JOIN hosts h ON h.id = w.host_id
+	WHERE w.campaign_id = ? AND w.round = ? AND h.account_id = (SELECT account_id FROM hosts WHERE id = ?)
+	AND (w.state = '` + store.WUAccepted + `' OR (w.state = '` + store.WUIssued + `' AND w.deadline > ?))`
+
+// accountFull reports whether the host's account already holds or has had merged as
+// many units of the round as the campaign's MaxResultsPerAccount allows, so another
+// one would be work the round cannot merge. Without a bound it costs nothing.
+func (s *Scheduler) accountFull(ctx context.Context, c *store.Campaign, ci *campaignInfo, hostID int64, now time.Time) (bool, error) {
+	limit := ci.spec.MaxResultsPerAccount
+	if limit <= 0 {
+		return false, nil
+	}
+	var n int
+	if err := s.raw(s.read(ctx)).row(qAccountUnits, c.ID, c.Round, hostID, now).Scan(&n); err != nil {
+		return false, err
+	}
+	return n >= limit, nil
 }
 
 // fragmentCount scales the campaign's fragment range by the host's speed relative to

@@ -34,6 +34,8 @@ type Host struct {
 	LastContact    time.Time
 	ResultsValid   int
 	ResultsInvalid int
+	ResultsFailed  int // work units the host reported it could not finish
+	ResultsFlagged int // results byte-identical to another host's in the same round
 	Credit         float64
 	Detached       bool
 }
@@ -89,6 +91,9 @@ type Round struct {
 	Accepted       int
 	Late           int
 	Invalid        int
+	Failed         int // units their host reported as failed
+	Duplicates     int // results byte-identical to a merged one, not merged
+	OverLimit      int // results over the campaign's per-account bound, not merged
 	SamplesTrained int64
 	OpenedAt       time.Time
 	Deadline       time.Time
@@ -105,6 +110,11 @@ const (
 	WULate     = "late"     // its result arrived after the round closed
 	WUClosed   = "closed"   // the round closed before a result arrived
 	WUAborted  = "aborted"  // the host detached or the campaign stopped
+	WUFailed   = "failed"   // its host reported it could not finish it; the slot may be reissued
+	// WUDuplicate and WUOverLimit: its result was recorded but not merged (a copy of a
+	// merged delta, or over the account's bound); the slot may be reissued.
+	WUDuplicate = "duplicate"
+	WUOverLimit = "over_limit"
 )
 
 // WorkUnit is one issue of a round's slot to a host. Seed is stored bit-cast to int64.
@@ -128,9 +138,13 @@ type WorkUnit struct {
 // Result outcomes stored in the results table, beyond protocol's accepted and late.
 const (
 	OutcomeInvalid = "invalid"
+	// OutcomeFailed records a host's failure report: no delta (sha256 and size are
+	// empty), the reason and message in Reason.
+	OutcomeFailed = "failed"
 )
 
-// Result records every upload that was read in full: accepted, late or invalid.
+// Result records every upload that was read in full (accepted, late or invalid) and
+// every failure report.
 type Result struct {
 	ID         int64
 	WorkUnitID int64
@@ -145,7 +159,10 @@ type Result struct {
 	Loss       float64
 	Norm       float64
 	Credit     float64
-	CreatedAt  time.Time
+	// Flag marks a result one of a set of byte-identical deltas of a round: on the
+	// merged copy the results that duplicated it, on a duplicate the one it copies.
+	Flag      string
+	CreatedAt time.Time
 	// Data holds the delta itself when it is at most InlineMax bytes (then no blob file
 	// exists); nil otherwise, and cleared once the round is closed.
 	Data []byte

@@ -173,6 +173,18 @@ func (c *Client) Heartbeat(ctx context.Context, id int64, req protocol.Heartbeat
 	return &out, nil
 }
 
+// ReportFailure is POST /api/v1/work/{id}/failure (protocol version 2): the host gives
+// up a work unit it cannot finish. A 409 answer matches ErrWUClosed (aborted or
+// ended) or is a conflict (its result is already in); a server older than version 2
+// answers 404 (ErrNotFound). The report carries no non-finite number.
+func (c *Client) ReportFailure(ctx context.Context, id int64, req protocol.FailureRequest) (*protocol.FailureResponse, error) {
+	var out protocol.FailureResponse
+	if err := c.doJSON(ctx, http.MethodPost, protocol.WorkPath(id, "failure"), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // Result is one finished work unit's upload.
 type Result struct {
 	Delta   []byte // safetensors body
