@@ -215,6 +215,13 @@ func (c *Client) Models(ctx context.Context) ([]protocol.ModelInfo, error) {
 	return out, err
 }
 
+// RoundResults is GET /api/v1/campaigns/{id}/rounds/{round}/results.
+func (c *Client) RoundResults(ctx context.Context, id int64, round int) ([]protocol.ResultInfo, error) {
+	var out []protocol.ResultInfo
+	err := c.do(ctx, http.MethodGet, protocol.ResultsPath(id, round), nil, &out)
+	return out, err
+}
+
 // Datasets is GET /api/v1/datasets.
 func (c *Client) Datasets(ctx context.Context) ([]protocol.DatasetInfo, error) {
 	var out []protocol.DatasetInfo
