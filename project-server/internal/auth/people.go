@@ -85,6 +85,15 @@ func (p *People) SetRole(ctx context.Context, id int64, role string) error {
 	return nil
 }
 
+// NameTaken reports whether a researcher with a password already signs in as name.
+func (p *People) NameTaken(ctx context.Context, name string) (bool, error) {
+	var n int64
+	if err := p.DB.R.WithContext(ctx).Raw("SELECT COUNT(*) FROM researchers WHERE name = ? AND password_hash <> ''", name).Row().Scan(&n); err != nil {
+		return false, fmt.Errorf("researcher name %q: %w", name, err)
+	}
+	return n > 0, nil
+}
+
 // SetPassword sets a researcher's sign-in password. Two researchers with a password
 // may not share a name, since the name is what they sign in with.
 func (p *People) SetPassword(ctx context.Context, id int64, pw string) error {

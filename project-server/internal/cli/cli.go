@@ -57,7 +57,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(ctx, args[1:], stderr)
 	case "account", "researcher":
-		err = credential(ctx, args[0], args[1:], stdout)
+		err = credential(ctx, args[0], args[1:], stdout, stderr)
 	case "campaign":
 		err = campaign(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
@@ -169,7 +169,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return srv.Serve(ctx, ln)
 }
 
-func credential(ctx context.Context, kind string, args []string, stdout io.Writer) error {
+func credential(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "add" && !(kind == "researcher" && args[0] == "password")) {
 		if kind == "researcher" {
 			return errors.New("usage: project-server researcher add --name NAME [--admin] [--password-env VAR] | researcher password --id ID [--password-env VAR]")
@@ -233,8 +233,17 @@ func credential(ctx context.Context, kind string, args []string, stdout io.Write
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "researcher %d: sign in as %q with password %s\n", r.ID, r.Name, password)
+		fmt.Fprintf(stderr, "researcher %d: sign in as %q with password %s\n", r.ID, r.Name, password)
 		return nil
+	}
+	if kind == "researcher" {
+		taken, err := people.NameTaken(ctx, *name)
+		if err != nil {
+			return err
+		}
+		if taken {
+			return fmt.Errorf("a researcher named %q already signs in with a password; pick another name", *name)
+		}
 	}
 	sched := scheduler.New(db, nil, scheduler.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	var secret string
@@ -257,10 +266,10 @@ func credential(ctx context.Context, kind string, args []string, stdout io.Write
 			}
 		}
 	}
-	fmt.Fprintf(os.Stderr, "%s %d %q created; its secret (shown once):\n", kind, newID, *name)
+	fmt.Fprintf(stderr, "%s %d %q created; its secret (shown once):\n", kind, newID, *name)
 	fmt.Fprintln(stdout, secret)
 	if kind == "researcher" {
-		fmt.Fprintf(os.Stderr, "web sign-in: name %q, password %s\n", *name, password)
+		fmt.Fprintf(stderr, "web sign-in: name %q, password %s\n", *name, password)
 	}
 	return nil
 }
