@@ -134,9 +134,15 @@ func submit(t *testing.T, ctx context.Context, form string, values map[string]st
 // next page has loaded.
 func newPage(t *testing.T, ctx context.Context, script string) {
 	t.Helper()
+	leave(t, ctx, script, chromedp.Evaluate[chromedp.Void](script))
+}
+
+// leave runs an action that leaves the page and waits until the next page has loaded.
+func leave(t *testing.T, ctx context.Context, what string, a chromedp.Action[chromedp.Void]) {
+	t.Helper()
 	js[bool](t, ctx, "window.__oldPage = true")
-	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](script)); err != nil {
-		t.Fatalf("%s: %v", script, err)
+	if err := chromedp.Do(ctx, a); err != nil {
+		t.Fatalf("%s: %v", what, err)
 	}
 	waitFor(t, "the next page", 30*time.Second, func() (bool, error) {
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__oldPage !== true && document.readyState === "complete"`))
@@ -294,15 +300,32 @@ func TestBrowser(t *testing.T) {
 	}
 	t.Logf("chart gained its first point %s after the round's metrics were in", time.Since(evaluated).Round(time.Millisecond))
 
-	// Pause, resume and stop from the page.
-	// The campaign has 30 rounds, so it is still running here.
-	for _, a := range []struct{ action, state string }{{"pause", protocol.StatePaused}, {"resume", protocol.StateRunning}} {
-		newPage(t, tab, `document.getElementById("action-`+a.action+`").click(); true`)
-		waitFor(t, a.action, 10*time.Second, func() (bool, error) {
+	// The page works from the keyboard: Tab reaches the Pause button and Enter presses it.
+	reached := false
+	for i := 0; i < 12 && !reached; i++ {
+		if err := chromedp.Do(tab, chromedp.KeyEvent("\t")); err != nil {
+			t.Fatal(err)
+		}
+		reached = js[string](t, tab, "document.activeElement.id") == "action-pause"
+	}
+	if !reached {
+		t.Fatalf("Tab never reached the Pause button (focus on %q)", js[string](t, tab, "document.activeElement.outerHTML"))
+	}
+	if c := js[string](t, tab, `getComputedStyle(document.activeElement).outlineStyle`); c == "none" {
+		t.Error("the focused button shows no focus outline")
+	}
+
+	leave(t, tab, "Enter on Pause", chromedp.KeyEvent("\r"))
+	// Then resume with a click; stop comes after the screenshots.
+	for _, a := range []struct{ action, state string }{{"", protocol.StatePaused}, {"resume", protocol.StateRunning}} {
+		if a.action != "" {
+			newPage(t, tab, `document.getElementById("action-`+a.action+`").click(); true`)
+		}
+		waitFor(t, "state "+a.state, 10*time.Second, func() (bool, error) {
 			return js[string](t, tab, `document.getElementById("state").textContent`) == a.state, nil
 		})
 		if c, err := g.API.Campaign(ctx, camp.ID); err != nil || c.State != a.state {
-			t.Fatalf("after %s: %+v, %v", a.action, c.State, err)
+			t.Fatalf("campaign %+v (%v), want %s", c.State, err, a.state)
 		}
 	}
 	shots(t, tab, shotDir, "campaign")
