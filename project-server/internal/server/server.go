@@ -90,6 +90,7 @@ type Server struct {
 	Metrics *api.Metrics
 	Eval    *eval.Runner
 	handler http.Handler
+	pages   *webui.Handler
 	lock    *os.File
 }
 
@@ -148,7 +149,7 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 	mux.Handle(protocol.APIPrefix+"/", apiHandler)
 	mux.Handle("/metrics", apiHandler)
 	mux.Handle("/", pages)
-	srv.handler = mux
+	srv.handler, srv.pages = mux, pages
 	return srv, nil
 }
 
@@ -172,6 +173,7 @@ func (s *Server) Background(ctx context.Context) {
 // down gracefully and closes the database.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs.RegisterOnShutdown(s.pages.Shutdown)
 	bg, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); s.Background(bg) }()

@@ -26,24 +26,34 @@ type field struct {
 
 type option struct{ Value, Label string }
 
+// intField reads a whole number of at least 1. The API takes 0 as "the default"; the
+// form shows the default instead, so a 0 typed in is an error, not a silent default.
 func intField(name, key, label, hint string, def int, p func(cs *protocol.CampaignSpec) *int) field {
 	return field{Name: name, Key: key, Label: label, Type: "number", Step: "1", Hint: hint, Value: strconv.Itoa(def),
 		set: func(cs *protocol.CampaignSpec, v string) error {
 			n, err := strconv.Atoi(strings.TrimSpace(v))
 			if err != nil {
-				return fmt.Errorf("%q is not a whole number", v)
+				return fmt.Errorf("%q is not a whole number; use %s", v, hint)
+			}
+			if n < 1 {
+				return fmt.Errorf("%d is too small; use %s", n, hint)
 			}
 			*p(cs) = n
 			return nil
 		}}
 }
 
-func floatField(name, key, label, hint string, def float64, p func(cs *protocol.CampaignSpec) *float64) field {
+// floatField reads a number; when positive is set it must be above 0 (a 0 would
+// silently become the default, as intField explains).
+func floatField(name, key, label, hint string, def float64, positive bool, p func(cs *protocol.CampaignSpec) *float64) field {
 	return field{Name: name, Key: key, Label: label, Type: "number", Step: "any", Hint: hint, Value: strconv.FormatFloat(def, 'g', -1, 64),
 		set: func(cs *protocol.CampaignSpec, v string) error {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
-				return fmt.Errorf("%q is not a number", v)
+				return fmt.Errorf("%q is not a number; use %s", v, hint)
+			}
+			if positive && !(f > 0) {
+				return fmt.Errorf("%g is too small; use %s", f, hint)
 			}
 			*p(cs) = f
 			return nil
@@ -71,21 +81,21 @@ func campaignFields() []field {
 			func(cs *protocol.CampaignSpec) *int { return &cs.FragmentsMax }),
 		intField("work_units_per_round", "work_units_per_round", "Work units per round", "1 to 100000", scheduler.DefaultWUsPerRound,
 			func(cs *protocol.CampaignSpec) *int { return &cs.WorkUnitsPerRound }),
-		floatField("quorum", "quorum", "Quorum", fmt.Sprintf("%g to %g of the work units", scheduler.MinQuorum, scheduler.MaxQuorum), scheduler.DefaultQuorum,
+		floatField("quorum", "quorum", "Quorum", fmt.Sprintf("%g to %g of the work units", scheduler.MinQuorum, scheduler.MaxQuorum), scheduler.DefaultQuorum, true,
 			func(cs *protocol.CampaignSpec) *float64 { return &cs.Quorum }),
 		intField("rounds", "rounds", "Rounds", "1 to 100000", scheduler.DefaultRounds,
 			func(cs *protocol.CampaignSpec) *int { return &cs.Rounds }),
 		intField("epochs", "hyper.epochs", "Epochs per work unit", "1 to 1000", scheduler.DefaultEpochs,
 			func(cs *protocol.CampaignSpec) *int { return &cs.Hyper.Epochs }),
-		floatField("learning_rate", "hyper.learning_rate", "Learning rate", "above 0, below 100", scheduler.DefaultLR,
+		floatField("learning_rate", "hyper.learning_rate", "Learning rate", "above 0, below 100", scheduler.DefaultLR, true,
 			func(cs *protocol.CampaignSpec) *float64 { return &cs.Hyper.LearningRate }),
-		floatField("lr_decay", "hyper.lr_decay", "Learning-rate decay per round", "in (0, 1]; 1 keeps it constant", 1,
+		floatField("lr_decay", "hyper.lr_decay", "Learning-rate decay per round", "in (0, 1]; 1 keeps it constant", 1, true,
 			func(cs *protocol.CampaignSpec) *float64 { return &cs.Hyper.LRDecay }),
 		intField("batch_size", "hyper.batch_size", "Batch size", "1 to 65536", scheduler.DefaultBatchSize,
 			func(cs *protocol.CampaignSpec) *int { return &cs.Hyper.BatchSize }),
-		floatField("momentum", "hyper.momentum", "Momentum", "0 or more, below 1", scheduler.DefaultMomentum,
+		floatField("momentum", "hyper.momentum", "Momentum", "above 0, below 1", scheduler.DefaultMomentum, true,
 			func(cs *protocol.CampaignSpec) *float64 { return &cs.Hyper.Momentum }),
-		floatField("weight_decay", "hyper.weight_decay", "Weight decay", "0 or more, below 1", 0,
+		floatField("weight_decay", "hyper.weight_decay", "Weight decay", "0 or more, below 1", 0, false,
 			func(cs *protocol.CampaignSpec) *float64 { return &cs.Hyper.WeightDecay }),
 		{Name: "delta_dtype", Key: "delta_dtype", Label: "Delta encoding", Hint: "how volunteers send their updates",
 			Options: []option{{"float32", "float32"}, {"float16", "float16 (half the upload)"}}, Value: "float32",

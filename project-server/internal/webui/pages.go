@@ -333,7 +333,8 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, me *auth.Researche
 
 // events streams the chart's points as server-sent events: one "rounds" event at
 // once, then one whenever a round closes, is evaluated, or the state changes. The
-// request's goroutine owns the loop; it ends when the browser goes away.
+// request's goroutine owns the loop; it ends when the browser goes away or the
+// server shuts down (Shutdown).
 func (h *Handler) events(w http.ResponseWriter, r *http.Request, me *auth.Researcher, id int64) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -377,6 +378,8 @@ func (h *Handler) events(w http.ResponseWriter, r *http.Request, me *auth.Resear
 		}
 		select {
 		case <-ctx.Done():
+			return
+		case <-h.done:
 			return
 		case <-tick.C:
 		}

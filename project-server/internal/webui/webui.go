@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/texgrid/texgrid/project-server/internal/auth"
@@ -58,7 +59,15 @@ type Handler struct {
 	static http.Handler
 	// signups limits volunteer account creation per client address.
 	signups *limiter
+	// done is closed by Shutdown; event streams end when it is.
+	done     chan struct{}
+	shutdown sync.Once
 }
+
+// Shutdown ends the open event streams, so a graceful server shutdown does not wait
+// for browsers that keep a campaign page open. Register it with
+// http.Server.RegisterOnShutdown.
+func (h *Handler) Shutdown() { h.shutdown.Do(func() { close(h.done) }) }
 
 // New parses the embedded templates and returns the page handler.
 func New(cfg Config) (*Handler, error) {
@@ -69,7 +78,7 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	h := &Handler{cfg: cfg, people: &auth.People{DB: cfg.Sched.DB()}, pages: map[string]*template.Template{},
-		mux: http.NewServeMux(), signups: newLimiter(SignupsPerHour, time.Hour)}
+		mux: http.NewServeMux(), signups: newLimiter(SignupsPerHour, time.Hour), done: make(chan struct{})}
 	funcs := template.FuncMap{
 		"pct":   func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) },
 		"title": func(s string) string { return strings.ToUpper(s[:1]) + s[1:] },
