@@ -29,6 +29,26 @@ func TestLimiter(t *testing.T) {
 			t.Fatalf("%s: allow = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	fullCases := []struct {
+		name string
+		key  string
+		at   time.Duration
+		want bool
+	}{
+		{"one event in the window", "a", 3*time.Hour + time.Minute, false},
+		{"unknown key", "c", 3 * time.Hour, false},
+	}
+	for _, tc := range fullCases {
+		if got := l.full(tc.key, t0.Add(tc.at)); got != tc.want {
+			t.Errorf("%s: full = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	m := newLimiter(2, time.Minute)
+	m.allow("x", t0)
+	m.allow("x", t0)
+	if !m.full("x", t0.Add(time.Second)) || m.full("x", t0.Add(time.Minute)) {
+		t.Error("full does not follow the window")
+	}
 	if len(l.seen) != 1 {
 		t.Fatalf("limiter keeps %d keys after the window, want only the recent one", len(l.seen))
 	}

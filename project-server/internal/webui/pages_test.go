@@ -23,6 +23,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/auth"
 	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/server"
+	"github.com/texgrid/texgrid/project-server/internal/webui"
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/data"
 )
@@ -223,4 +224,26 @@ func TestResearcherPages(t *testing.T) {
 		t.Fatal("the server did not shut down within 8s with an event stream open")
 	}
 	t.Logf("shut down %s after the stop with an event stream open", time.Since(start).Round(time.Millisecond))
+}
+
+// TestSignInThrottle: after FailedSignInsPer15Min wrong passwords from one address,
+// even the right one is refused with 429 for a while; the failures named no session.
+func TestSignInThrottle(t *testing.T) {
+	t.Parallel()
+	e := newServeEnv(t)
+	jar, _ := cookiejar.New(nil)
+	p := &page{t: t, base: e.base, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	tok := p.csrf("/signin")
+	for i := 0; i < webui.FailedSignInsPer15Min; i++ {
+		if code, body := p.post("/signin", url.Values{"csrf": {tok}, "name": {"ada"}, "password": {"wrong password"}}); code != http.StatusUnauthorized || !strings.Contains(body, "wrong password") {
+			t.Fatalf("wrong password %d: HTTP %d", i+1, code)
+		}
+	}
+	if code, body := p.post("/signin", url.Values{"csrf": {tok}, "name": {"ada"}, "password": {"ada's password"}}); code != http.StatusTooManyRequests || !strings.Contains(body, "failed sign-ins") {
+		t.Fatalf("sign-in after %d failures: HTTP %d, want 429", webui.FailedSignInsPer15Min, code)
+	}
+	var n int64
+	if err := e.srv.DB.Raw("SELECT COUNT(*) FROM sessions").Scan(&n).Error; err != nil || n != 0 {
+		t.Fatalf("%d sessions after refused sign-ins (%v)", n, err)
+	}
 }

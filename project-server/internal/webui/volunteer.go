@@ -218,6 +218,20 @@ func newLimiter(n int, window time.Duration) *limiter {
 	return &limiter{n: n, window: window, seen: map[string][]time.Time{}}
 }
 
+// full reports whether key has used up its events in the window ending at now,
+// without recording one.
+func (l *limiter) full(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, t := range l.seen[key] {
+		if now.Sub(t) < l.window {
+			n++
+		}
+	}
+	return n >= l.n
+}
+
 // allow records an event for key at now and reports whether it is within the limit.
 // Keys with no event inside the window are forgotten, so memory stays bounded by the
 // recent callers.

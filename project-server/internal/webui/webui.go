@@ -57,8 +57,9 @@ type Handler struct {
 	pages  map[string]*template.Template
 	mux    *http.ServeMux
 	static http.Handler
-	// signups limits volunteer account creation per client address.
-	signups *limiter
+	// signups limits volunteer account creation per client address; failedSignIns
+	// the wrong passwords one address may try.
+	signups, failedSignIns *limiter
 	// done is closed by Shutdown; event streams end when it is.
 	done     chan struct{}
 	shutdown sync.Once
@@ -78,7 +79,8 @@ func New(cfg Config) (*Handler, error) {
 		cfg.Poll = 500 * time.Millisecond
 	}
 	h := &Handler{cfg: cfg, people: &auth.People{DB: cfg.Sched.DB()}, pages: map[string]*template.Template{},
-		mux: http.NewServeMux(), signups: newLimiter(SignupsPerHour, time.Hour), done: make(chan struct{})}
+		mux: http.NewServeMux(), signups: newLimiter(SignupsPerHour, time.Hour),
+		failedSignIns: newLimiter(FailedSignInsPer15Min, 15*time.Minute), done: make(chan struct{})}
 	funcs := template.FuncMap{
 		"pct":   func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) },
 		"title": func(s string) string { return strings.ToUpper(s[:1]) + s[1:] },
@@ -264,12 +266,23 @@ func safeNext(next string) string {
 	return next
 }
 
+// FailedSignInsPer15Min bounds the wrong passwords one client address may try.
+const FailedSignInsPer15Min = 10
+
 func (h *Handler) signin(w http.ResponseWriter, r *http.Request) {
 	name, pw, next := strings.TrimSpace(r.PostFormValue("name")), r.PostFormValue("password"), r.PostFormValue("next")
+	if h.failedSignIns.full(clientIP(r), time.Now()) {
+		w.Header().Set("Retry-After", "900")
+		h.render(w, r, http.StatusTooManyRequests, "signin", "Sign in", nil, signinData{Next: next, Name: name,
+			Error: fmt.Sprintf("%d failed sign-ins from this address in 15 minutes: wait, then try again.", FailedSignInsPer15Min)})
+		return
+	}
 	me, err := h.people.SignIn(r.Context(), name, pw)
 	if err != nil {
 		msg := "Unknown name or wrong password."
-		if !errors.Is(err, auth.ErrBadSignIn) {
+		if errors.Is(err, auth.ErrBadSignIn) {
+			h.failedSignIns.allow(clientIP(r), time.Now())
+		} else {
 			h.cfg.Log.Error("sign-in", "err", err)
 			msg = "Signing in failed on the server; try again."
 		}
