@@ -40,6 +40,9 @@ Usage:
                                                   set a researcher's web sign-in password
   project-server campaign create [flags]          create a campaign (see campaign create -h)
   project-server campaign list|show|start|pause|resume|stop|rounds [ID]
+  project-server campaign model ID -o FILE [--format onnx|safetensors] [--round R]
+                                                  download a model (ONNX exported with the class names)
+  project-server campaign classify ID IMAGE       classify an image with the campaign's newest model
 
 account and researcher open the database directly (--data-dir, --db, as for serve).
 campaign talks to a running server: --server URL (default $TEXGRID_SERVER or
@@ -276,7 +279,7 @@ func credential(ctx context.Context, kind string, args []string, stdout, stderr 
 
 func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: project-server campaign create|list|show|start|pause|resume|stop|rounds [ID]")
+		return errors.New("usage: project-server campaign create|list|show|start|pause|resume|stop|rounds|model|classify [ID]")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("campaign "+sub, flag.ContinueOnError)
@@ -286,6 +289,13 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 	var cs protocol.CampaignSpec
 	var specFile string
 	var wuDeadline, roundDeadline time.Duration
+	var modelRound int
+	var modelFormat, modelOut string
+	if sub == "model" {
+		fs.IntVar(&modelRound, "round", -1, "the round whose result model to fetch (default: the newest model)")
+		fs.StringVar(&modelFormat, "format", protocol.FormatONNX, "onnx (exported by the server with the class names) or safetensors")
+		fs.StringVar(&modelOut, "o", "", "output file (required)")
+	}
 	if sub == "create" {
 		fs.StringVar(&specFile, "file", "", "campaign spec JSON file (protocol.CampaignSpec); flags override it")
 		fs.StringVar(&cs.Name, "name", "", "campaign name")
@@ -373,6 +383,53 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		return printJSON(stdout, out)
+	case "model":
+		if len(pos) != 1 || modelOut == "" {
+			return errors.New("usage: project-server campaign model ID -o FILE [--format onnx|safetensors] [--round R]")
+		}
+		n, err := id()
+		if err != nil {
+			return err
+		}
+		f, err := os.Create(modelOut)
+		if err != nil {
+			return err
+		}
+		size, err := c.Model(ctx, n, modelRound, modelFormat, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(modelOut)
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %d bytes\n", modelOut, size)
+		return nil
+	case "classify":
+		if len(pos) != 2 {
+			return errors.New("usage: project-server campaign classify ID IMAGE")
+		}
+		n, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("campaign ID %q is not a number", pos[0])
+		}
+		img, err := os.ReadFile(pos[1])
+		if err != nil {
+			return err
+		}
+		out, err := c.Classify(ctx, n, filepath.Base(pos[1]), img)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "%s\t(%s, %d fragments, %.1f ms)\n", out.Top, out.Engine, out.Fragments, out.Millis)
+		for i, cl := range out.Classes {
+			fmt.Fprintf(tw, "  %s\t%.4f\n", cl, out.Probabilities[i])
+		}
+		return tw.Flush()
 	case "start", "pause", "resume", "stop":
 		n, err := id()
 		if err != nil {
