@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Researcher API added in version 4 (2026-12-02). Every call needs "Authorization:
+// Researcher API added in version 5 (2026-12-02). Every call needs "Authorization:
 // Bearer <researcher token>". A researcher sees and acts only on the campaigns they
 // created; a campaign of another researcher answers 403 "forbidden" on every
 // /campaigns/{id} route, and GET /campaigns lists only the caller's own. A researcher

@@ -24,7 +24,7 @@ import (
 	"github.com/texgrid/texgrid/trainer/spec"
 )
 
-// The researcher read routes of protocol version 4 (hosts, work units, models, model
+// The researcher read routes of protocol version 5 (hosts, work units, models, model
 // downloads, classification). The functions that compute their answers are exported:
 // the web pages (internal/webui) call the same ones.
 

@@ -31,7 +31,7 @@ func pngBytes(t *testing.T, w, h int) []byte {
 	return b.Bytes()
 }
 
-// TestResearcherViews: the read routes of protocol 4 answer from the real server
+// TestResearcherViews: the read routes of protocol 5 answer from the real server
 // (hosts, work units with heartbeat progress, models, model downloads as safetensors
 // and ONNX, classification), refuse bad input with 400 naming it, and refuse another
 // researcher's campaign with 403. A version-1 client still reads its campaigns.

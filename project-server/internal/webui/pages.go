@@ -54,7 +54,7 @@ func (h *Handler) schedFail(w http.ResponseWriter, r *http.Request, err error) {
 		h.internal(w, r, err)
 		return
 	}
-	h.fail(w, r, scheduler.Status(e.Code), "Refused", e.Message)
+	h.fail(w, r, api.Status(e.Code), "Refused", e.Message)
 }
 
 // listRow is one line of the campaigns list.

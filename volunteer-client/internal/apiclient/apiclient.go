@@ -61,7 +61,9 @@ func (e *APIError) Error() string {
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrLate:
-		return e.Code == protocol.CodeLate
+		// A stale result (asynchronous campaigns) is, like a late one, recorded and
+		// credited without being merged: the client drops it the same way.
+		return e.Code == protocol.CodeLate || e.Code == protocol.CodeStale
 	case ErrWUClosed:
 		return e.Code == protocol.CodeWUClosed
 	case ErrUnauthorized:
