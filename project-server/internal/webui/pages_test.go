@@ -164,6 +164,14 @@ func TestResearcherPages(t *testing.T) {
 	if n := e.campaigns(); n != 1 {
 		t.Fatalf("%d campaigns after the good form, want 1", n)
 	}
+	async := good()
+	async.Set("mode", protocol.ModeAsync)
+	if code, _ := ada.post("/campaigns/new", async); code != http.StatusSeeOther {
+		t.Fatalf("async campaign from the form: HTTP %d", code)
+	}
+	if c, err := e.srv.Sched.Campaign(context.Background(), 2); err != nil || c.Spec.Mode != protocol.ModeAsync {
+		t.Fatalf("second campaign: %+v, %v; want async", c, err)
+	}
 
 	views := []struct {
 		who    string
