@@ -328,6 +328,16 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("campaign %+v (%v), want %s", c.State, err, a.state)
 		}
 	}
+	// The reloaded page shows round 0's per-class scores and confusion heatmap, and the
+	// hosts that contributed.
+	for _, sel := range []string{"#per-class tbody tr", "#confusion tbody tr"} {
+		if n := js[int](t, tab, `document.querySelectorAll("`+sel+`").length`); n != len(camp.Classes) {
+			t.Errorf("%s: %d rows, want one per class (%d)", sel, n, len(camp.Classes))
+		}
+	}
+	if n := js[int](t, tab, `document.querySelectorAll("#hosts tbody tr").length`); n < 1 {
+		t.Error("no contributing host listed")
+	}
 	shots(t, tab, shotDir, "campaign")
 	newPage(t, tab, `document.getElementById("action-stop").click(); true`)
 	if c, err := g.API.Campaign(ctx, camp.ID); err != nil || c.State != protocol.StateStopped {
