@@ -8,6 +8,7 @@
   if (!svg) return;
   var NS = "http://www.w3.org/2000/svg";
   var W = 640, H = 260, L = 44, R = 48, T = 12, B = 30;
+  var lastPoints = [];
 
   function el(name, attrs, text) {
     var e = document.createElementNS(NS, name);
@@ -17,6 +18,11 @@
   }
 
   function draw(points) {
+    lastPoints = points;
+    // Draw in the pixels the chart has, so its labels stay readable on a phone.
+    W = Math.max(320, Math.min(900, svg.clientWidth || 640));
+    H = W < 500 ? 220 : 260;
+    svg.setAttribute("viewBox", "0 0 " + W + " " + H);
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     svg.setAttribute("data-points", String(points.length));
     var maxRound = 1, maxLoss = 0;
@@ -52,6 +58,7 @@
 
   var data = document.getElementById("chart-data");
   draw(data ? JSON.parse(data.textContent || "[]") || [] : []);
+  window.addEventListener("resize", function () { draw(lastPoints); });
   var url = script && script.getAttribute("data-events");
   if (!url || !window.EventSource) return;
   var es = new EventSource(url);
