@@ -27,6 +27,22 @@ type Client struct {
 	long  *http.Client // no overall timeout: WaitState bounds its own calls
 }
 
+// DefaultStateDir is the state directory of a client started without --state-dir:
+// $TEXGRID_STATE_DIR, else $XDG_STATE_HOME/texgrid-volunteer, else
+// ~/.local/state/texgrid-volunteer. getenv is os.Getenv outside tests.
+func DefaultStateDir(getenv func(string) string) string {
+	if d := getenv("TEXGRID_STATE_DIR"); d != "" {
+		return d
+	}
+	if d := getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "texgrid-volunteer")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "state", "texgrid-volunteer")
+	}
+	return ".texgrid-volunteer"
+}
+
 // Dial reads the address and token files of stateDir. It does not contact the client.
 func Dial(stateDir string) (*Client, error) {
 	addr, err := os.ReadFile(filepath.Join(stateDir, AddrFile))
