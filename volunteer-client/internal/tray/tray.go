@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"runtime"
 	"sync"
 	"time"
 
@@ -452,10 +453,18 @@ func check(it *systray.MenuItem, on bool) {
 	}
 }
 
+// xdgOpen opens url in the desktop's default browser.
 func xdgOpen(ctx context.Context, url string) error {
-	cmd := exec.CommandContext(ctx, "xdg-open", url)
+	name, args := "xdg-open", []string{url}
+	switch runtime.GOOS {
+	case "darwin":
+		name = "open"
+	case "windows":
+		name, args = "rundll32", []string{"url.dll,FileProtocolHandler", url}
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("xdg-open %s: %w", url, err)
+		return fmt.Errorf("%s %s: %w", name, url, err)
 	}
 	go cmd.Wait() // xdg-open returns at once; reap it
 	return nil
