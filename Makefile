@@ -14,14 +14,15 @@ GOFLAGS_TAGS := $(if $(TAGS),-tags $(TAGS),)
 export TEXGRID_ORT_LIB ?= $(ORT_DIR)/libonnxruntime.so.1
 TEST_TIMEOUT ?= 20m
 
-.PHONY: help build demo test test-short e2e compare bench lint deps ort clean
+.PHONY: help build demo test test-short e2e compare bench lint deps ort package clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT := DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
-DEB_PKGS := gcc libc6-dev libopenblas-dev postgresql curl lftp ca-certificates python3 python3-torch python3-numpy chromium chromium-driver
+DEB_PKGS := gcc libc6-dev libopenblas-dev postgresql curl lftp ca-certificates python3 python3-torch python3-numpy \
+	chromium chromium-driver dbus-daemon lintian adduser
 
 deps: ## install the Debian packages texgrid needs, PyTorch (the test and bench peer) included
 	$(SUDO) apt-get update -qq || (sleep 10 && $(SUDO) apt-get update -qq)
@@ -69,5 +70,11 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet $(GOFLAGS_TAGS) ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(GOFLAGS_TAGS) ./...
 
+VERSION ?= 0.1.0
+DIST := $(CURDIR)/dist
+
+package: ## build the texgrid-volunteer and texgrid-server .deb packages into dist/
+	$(GO) run ./project-server/cmd/texgrid-package --root $(CURDIR) --out $(DIST) --version $(VERSION) $(if $(TAGS),--tags $(TAGS),)
+
 clean: ## remove build output
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
