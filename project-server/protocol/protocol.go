@@ -34,9 +34,15 @@
 //	  "method_not_allowed" (405) and "protocol_too_new" (400). Clients before
 //	  version 4 keep working: they are given work of synchronous campaigns only
 //	  (AsyncVersion), whose answers are unchanged.
-//	5 (2026-12-02): robust aggregation per campaign, both modes: CampaignSpec
+//	5 (2026-12-02): researcher ownership (403 "forbidden" on another researcher's
+//	  campaign; GET /campaigns lists the caller's own; admins see all) and new read
+//	  routes for the web UI: GET /hosts, GET /campaigns/{id}/rounds/{r}/work-units,
+//	  GET /models, GET /datasets, GET /campaigns/{id}/model, POST
+//	  /campaigns/{id}/classify (see researcher.go). Nothing a
+//	  version-1 client sends or reads changed.
+//	6 (2026-12-02): robust aggregation per campaign, both modes: CampaignSpec
 //	  Aggregator ("mean", the default, "trimmed_mean", "median", "norm_clip",
-//	  "multi_krum") with TrimBeta, ClipFactor, KrumF and KrumM; CampaignInfo.Spec
+//	  "multi_krum") with TrimBeta, ClipFactor, KrumF and KrumM; Campaign.Spec
 //	  shows them. A result's samples are now the issued WorkUnit.FragmentCount x
 //	  Hyper.Epochs; Texgrid-Samples is still required and checked for form but no
 //	  longer counted. Server side only: clients of every version are unaffected.
@@ -61,7 +67,7 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 5
+const Version = 6
 
 // MinVersion is the oldest client protocol version the server still accepts.
 const MinVersion = 1
@@ -248,7 +254,7 @@ type HeartbeatResponse struct {
 // WU's DeltaDType. Headers carry the metadata below; Texgrid-Sha256 is the body's hash.
 // Replaying an accepted upload is idempotent: the same answer, nothing merged twice.
 const (
-	HeaderSamples = "Texgrid-Samples" // integer: samples trained (fragments x epochs); since version 5 the server counts the unit's own
+	HeaderSamples = "Texgrid-Samples" // integer: samples trained (fragments x epochs); since version 6 the server counts the unit's own
 	HeaderLoss    = "Texgrid-Loss"    // float: mean training loss of the last epoch
 )
 
@@ -312,6 +318,16 @@ func WorkPath(id int64, sub string) string {
 // BlobPath returns GET /api/v1/blobs/{sha256}: model versions, content-addressed.
 func BlobPath(sha string) string { return APIPrefix + "/blobs/" + sha }
 
+// CampaignPath returns /api/v1/campaigns/{id}, or its sub-resource or action
+// ("rounds", "pause", ...) when sub is not empty.
+func CampaignPath(id int64, sub string) string {
+	p := fmt.Sprintf("%s/campaigns/%d", APIPrefix, id)
+	if sub != "" {
+		p += "/" + sub
+	}
+	return p
+}
+
 // Researcher API. Every call needs "Authorization: Bearer <researcher token>".
 
 // Campaign states.
@@ -338,7 +354,7 @@ const (
 )
 
 // Aggregators: how the deltas of a round (sync) or a buffer (async) become the update
-// (version 5). Robust rules bound what a minority of bad volunteers can do to a model.
+// (version 6). Robust rules bound what a minority of bad volunteers can do to a model.
 const (
 	AggregatorMean        = "mean"         // weighted mean (the default)
 	AggregatorTrimmedMean = "trimmed_mean" // coordinate-wise mean without the TrimBeta x k smallest and largest values
@@ -382,7 +398,7 @@ type CampaignSpec struct {
 	ServerOptimizer string  `json:"server_optimizer,omitempty"` // "sgd" (default), "momentum" or "adam"
 	ServerLR        float64 `json:"server_lr,omitempty"`        // eta_g, default 1 (sgd, momentum) or 0.01 (adam)
 	ServerMomentum  float64 `json:"server_momentum,omitempty"`  // beta of momentum, beta1 of adam; default 0.9
-	// Aggregation rule of a version's deltas, both modes (version 5); each delta
+	// Aggregation rule of a version's deltas, both modes (version 6); each delta
 	// carries its mode weight (1 in sync rounds, s(tau) in async) into the rule.
 	Aggregator string  `json:"aggregator,omitempty"`  // see the Aggregator* names; default "mean"
 	TrimBeta   float64 `json:"trim_beta,omitempty"`   // trimmed_mean: fraction trimmed per side, [0, 0.5), default 0.2

@@ -110,7 +110,7 @@ func foldField(c *protocol.CampaignSpec) string {
 	return "work_units_per_round or quorum"
 }
 
-// aggregatorOf returns a campaign's aggregator. Campaigns created before version 5
+// aggregatorOf returns a campaign's aggregator. Campaigns created before version 6
 // have no Aggregator: they get the mean, by samples when WeightBySamples is set, as
 // before.
 func aggregatorOf(c *protocol.CampaignSpec) (aggregate.Aggregator, error) {
