@@ -13,13 +13,27 @@ import (
 	"github.com/texgrid/texgrid/trainer/tensor"
 )
 
-// TestMedianCampaign runs a sync round of three results under the coordinate-wise
-// median on both databases: one result is 100 x larger than the others, and the next
-// model is W + the median of the three deltas at every coordinate, not their mean.
+// TestMedianCampaign runs a sync round and an async buffer of three results under the
+// coordinate-wise median on both databases: one result is 100 x larger than the
+// others, and the next model is W + the median of the three deltas at every
+// coordinate, not their mean.
 func TestMedianCampaign(t *testing.T) {
+	for _, mode := range []string{protocol.ModeSync, protocol.ModeAsync} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			testMedianCampaign(t, mode)
+		})
+	}
+}
+
+func testMedianCampaign(t *testing.T, mode string) {
 	backends(t, func(t *testing.T, dsn func(*testing.T, string) string) {
 		e := newEnv(t, dsn)
-		c := e.createCampaign(protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 3, Rounds: 2, Aggregator: protocol.AggregatorMedian, Start: true})
+		cs := protocol.CampaignSpec{Quorum: 0.75, WorkUnitsPerRound: 3, Rounds: 2, Aggregator: protocol.AggregatorMedian, Start: true}
+		if mode == protocol.ModeAsync {
+			cs = protocol.CampaignSpec{Mode: mode, BufferSize: 3, Rounds: 2, Aggregator: protocol.AggregatorMedian, Start: true}
+		}
+		c := e.createCampaign(cs)
 		if c.Spec.Aggregator != protocol.AggregatorMedian {
 			t.Fatalf("campaign spec aggregator %q, want median", c.Spec.Aggregator)
 		}
