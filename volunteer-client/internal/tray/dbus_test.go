@@ -468,8 +468,19 @@ func TestTrayOnSessionBus(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the snoozed title", func() bool { return strings.HasPrefix(it.title(t), "texgrid: snoozed until") })
 
-	// The daemon goes away: the tray says so.
+	// The daemon dies as with kill -9: its address and token files stay behind, naming
+	// a port nobody listens on. The tray says so.
+	addrB, err1 := os.ReadFile(d.dir.File(localapi.AddrFile))
+	tokB, err2 := os.ReadFile(d.dir.File(localapi.TokenFile))
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
 	d.stop()
+	for name, b := range map[string][]byte{localapi.AddrFile: addrB, localapi.TokenFile: tokB} {
+		if err := os.WriteFile(d.dir.File(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	waitFor(t, 10*time.Second, "daemon unreachable", func() bool {
 		return strings.Contains(it.title(t), "daemon unreachable") && bytes.Equal(it.icon(t), pixmap(t, tray.DaemonUnreachable))
 	})
