@@ -5,12 +5,6 @@ import "github.com/texgrid/texgrid/trainer/gemm/internal/kern"
 // avx2Impl is the implementation for CPUs with AVX2 and FMA but not AVX-512.
 var avx2Impl = &impl{name: "avx2", micro: kernAVX2, transpose8: transpose8AVX2}
 
-func init() {
-	if !kern.Available && kern.AvailableAVX2 {
-		cur = avx2Impl
-	}
-}
-
 // kernAVX2 is the microKernel over the AVX2 kernels: the tile is cut into 4-row
 // halves and 24-, 16- or 8-column chunks, and the last cols%8 columns, which have no
 // whole vector, go to the pure-Go kernel (they are at most 7 columns of a matrix's
