@@ -3,6 +3,7 @@ package ftpstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,13 +21,15 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/poll"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // serveKTH starts a real server holding n images of each of two kth-tips-grey classes
 // as dataset "kth", indexed.
 func serveKTH(t testing.TB, n int, opts ...ftptest.Option) (*ftptest.Env, *manifest.Manifest) {
 	t.Helper()
-	src := ftptest.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	env := ftptest.Start(t, opts...)
 	for _, class := range []string{"cotton", "sponge"} {
 		ents, err := os.ReadDir(filepath.Join(src, class))
@@ -435,12 +439,55 @@ func TestConcurrentFetches(t *testing.T) {
 func TestReconnectsAfterServerIdleTimeout(t *testing.T) {
 	t.Parallel()
 	env, m := serveKTH(t, 1, func(c *server.Config) { c.IdleTimeout = server.Duration(100 * time.Millisecond) })
-	s := open(t, env, ftpstore.Config{})
-	time.Sleep(400 * time.Millisecond)
+	var mu sync.Mutex
+	var ctrl *net.TCPConn // the first connection Open dials: the control connection
+	s := open(t, env, ftpstore.Config{DialFunc: func(network, addr string) (net.Conn, error) {
+		c, err := net.Dial(network, addr)
+		mu.Lock()
+		if err == nil && ctrl == nil {
+			ctrl = c.(*net.TCPConn)
+		}
+		mu.Unlock()
+		return c, err
+	}})
+	mu.Lock()
+	first := ctrl
+	mu.Unlock()
+	poll.For(t, 30*time.Second, "the server to drop the idle control connection", func() error { return dropped(first) })
 	if err := s.Fetch(context.Background(), "kth", m.Images[:1]); err != nil {
 		t.Fatalf("fetch after the server closed the idle connection: %v", err)
 	}
 	if st := s.Stats(); st.Reconnects != 1 || st.FilesFetched != 1 {
 		t.Errorf("stats %+v, want one reconnect", st)
 	}
+}
+
+// dropped reports (as nil) whether the server has given up on the control connection c:
+// it has closed it, or sent its 421 goodbye, which it closes right after. It only
+// peeks, so the FTP client still reads whatever is there.
+func dropped(c *net.TCPConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	var n int
+	var rerr error
+	if err := rc.Read(func(fd uintptr) bool {
+		n, _, rerr = syscall.Recvfrom(int(fd), buf, syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return true // never wait for data: this is a look, not a read
+	}); err != nil {
+		return err
+	}
+	switch {
+	case rerr == syscall.EAGAIN:
+		return errors.New("connection open and quiet")
+	case rerr != nil:
+		return nil // reset: dropped
+	case n == 0:
+		return nil // closed by the server
+	case strings.HasPrefix(string(buf[:n]), "421"):
+		return nil
+	}
+	return fmt.Errorf("unexpected %q from the server", buf[:n])
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 func copyFixture(t *testing.T, name, dst string) {
@@ -152,7 +154,7 @@ func TestScanFolderReal(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.dataset, func(t *testing.T) {
 			t.Parallel()
-			fo, err := ScanFolder(sharedData(t, c.dataset), DefaultTestFraction)
+			fo, err := ScanFolder(shareddata.Path(t, c.dataset), DefaultTestFraction)
 			if err != nil {
 				t.Fatal(err)
 			}

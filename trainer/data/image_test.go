@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // grayRef is the independent reference conversion: image/color's GrayModel per pixel.
@@ -258,34 +260,9 @@ func TestCut(t *testing.T) {
 	}
 }
 
-// sharedData returns ../shared/data relative to the module root, skipping the test when
-// the real images are not present.
-func sharedData(t testing.TB, name string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("real dataset %s not present: %v", name, err)
-	}
-	return p
-}
-
 func firstPNG(t testing.TB, dataset string) string {
 	t.Helper()
-	m, _ := filepath.Glob(filepath.Join(sharedData(t, dataset), "*", "*.png"))
+	m, _ := filepath.Glob(filepath.Join(shareddata.Path(t, dataset), "*", "*.png"))
 	if len(m) == 0 {
 		t.Fatalf("no PNG in %s", dataset)
 	}

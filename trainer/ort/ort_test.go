@@ -18,6 +18,7 @@ import (
 	"github.com/texgrid/texgrid/trainer/data"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/onnx"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/trainer/tensor"
 )
@@ -387,10 +388,10 @@ func repoRoot(t testing.TB) string {
 func TestClassifyImageMatchesGoEngine(t *testing.T) {
 	requireORT(t)
 	t.Parallel()
-	path := filepath.Join(repoRoot(t), "..", "shared", "data", "kylberg6", "canvas1", "canvas1-a-p001.png")
+	path := shareddata.Path(t, "kylberg6", "canvas1", "canvas1-a-p001.png")
 	g, err := data.LoadGray(path)
 	if err != nil {
-		t.Skipf("shared test image: %v", err)
+		t.Fatalf("shared test image: %v", err)
 	}
 	r := shipped(t, "tcnn-small", 6, 256)
 	m := newModel(t, r, 11)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/trainer/poll"
 )
 
 type syncBuffer struct {
@@ -112,14 +113,14 @@ func TestServeUploadIndex(t *testing.T) {
 	}()
 	addrRE := regexp.MustCompile(`msg=serving addr=(127\.0\.0\.1:\d+)`)
 	var addr string
-	for deadline := time.Now().Add(10 * time.Second); addr == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if m := addrRE.FindStringSubmatch(serveErr.String()); m != nil {
-			addr = m[1]
+	poll.For(t, 10*time.Second, "the server to start", func() error {
+		m := addrRE.FindStringSubmatch(serveErr.String())
+		if m == nil {
+			return fmt.Errorf("log so far: %s", serveErr.String())
 		}
-	}
-	if addr == "" {
-		t.Fatalf("server did not start: %s", serveErr.String())
-	}
+		addr = m[1]
+		return nil
+	})
 
 	src := filepath.Join(t.TempDir(), "tiny")
 	png := []byte("\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x00\x00\x00\x00:~\x9bU\x00\x00\x00\nIDATx\x9cc`\x00\x00\x00\x02\x00\x01H\xaf\xa4q\x00\x00\x00\x00IEND\xaeB`\x82")
@@ -139,16 +140,19 @@ func TestServeUploadIndex(t *testing.T) {
 	}
 	mpath := filepath.Join(root, "tiny", manifest.FileName)
 	var m *manifest.Manifest
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if b, err := os.ReadFile(mpath); err == nil {
-			if m, err = manifest.Parse(b); err == nil && len(m.Images) == 3 {
-				break
-			}
+	poll.For(t, 20*time.Second, "a manifest with 3 images at "+mpath, func() error {
+		b, err := os.ReadFile(mpath)
+		if err != nil {
+			return err
 		}
-	}
-	if m == nil || len(m.Images) != 3 {
-		t.Fatalf("no manifest with 3 images at %s", mpath)
-	}
+		if m, err = manifest.Parse(b); err != nil {
+			return err
+		}
+		if len(m.Images) != 3 {
+			return fmt.Errorf("%d images", len(m.Images))
+		}
+		return nil
+	})
 	out.Reset()
 	if code := Run(ctx, []string{"index", "--root", root, "tiny"}, nil, &out, &errb); code != 0 {
 		t.Fatalf("index exit %d: %s", code, errb.String())

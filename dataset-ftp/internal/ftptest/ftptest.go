@@ -1,6 +1,6 @@
 // Package ftptest starts a real dataset-ftp server on 127.0.0.1 with a temporary root for
 // tests, with an uploader, a reader and (optionally) anonymous access, and reports each
-// automatic indexing on a channel. It also locates the shared test images.
+// automatic indexing on a channel.
 package ftptest
 
 import (
@@ -209,31 +209,6 @@ func (e *Env) WaitIndexed(t testing.TB, dataset string, ok func(*manifest.Manife
 // Images returns a predicate for WaitIndexed: exactly n images.
 func Images(n int) func(*manifest.Manifest) bool {
 	return func(m *manifest.Manifest) bool { return len(m.Images) == n }
-}
-
-// SharedData returns ../shared/data/<name> relative to the module root, skipping the
-// test if it is missing.
-func SharedData(t testing.TB, name string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test images %s not found: %v", p, err)
-	}
-	return p
 }
 
 // Tool returns the path of an external program, skipping the test when it is missing

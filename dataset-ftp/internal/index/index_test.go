@@ -156,11 +156,23 @@ func TestDataset(t *testing.T) {
 	}
 	// A file replaced by different bytes of the same size is re-read even without
 	// Rehash, because it was modified after the previous manifest.
-	time.Sleep(10 * time.Millisecond)
 	old, _ := os.ReadFile(filepath.Join(root, "ds/wool/d.bmp"))
 	repl := append([]byte(nil), old...)
 	repl[len(repl)-1] ^= 0xff // last pixel byte
 	write(t, root, "ds/wool/d.bmp", repl)
+	// Modified after the newest manifest was created, whatever the clock's granularity.
+	b, err = os.ReadFile(filepath.Join(root, "ds", manifest.FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, err := manifest.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := newest.Created.Add(time.Second)
+	if err := os.Chtimes(filepath.Join(root, "ds/wool/d.bmp"), later, later); err != nil {
+		t.Fatal(err)
+	}
 	opt.Rehash = false
 	m3, err := Dataset(context.Background(), root, "ds", opt)
 	if err != nil {
@@ -199,6 +211,8 @@ func TestSchedulerDebounces(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
 
+	// The sleeps here are the input, not waits: writes spread over time, then a quiet
+	// spell longer than the delay in which nothing may be indexed.
 	s.Begin("a")
 	for range 5 {
 		s.Touch("a")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"sync"
@@ -16,6 +17,8 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/trainer/poll"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // connTracker records the connections a jlaffaye client opens so a test can cut them.
@@ -68,7 +71,6 @@ var errCut = errors.New("connection cut by the test")
 func (r *cutReader) Read(p []byte) (int, error) {
 	if r.off >= r.n {
 		r.cut()
-		time.Sleep(50 * time.Millisecond) // let the server see the cut before the client reacts
 		return 0, errCut
 	}
 	k := copy(p, r.b[r.off:r.n])
@@ -76,28 +78,45 @@ func (r *cutReader) Read(p []byte) (int, error) {
 	return k, nil
 }
 
-// waitSize polls SIZE until the server reports want bytes for p (a partial upload
-// shows its partial size to the uploader) and no upload to p is still running.
+// waitPartial polls SIZE until the server reports a partial upload of p (a partial
+// upload shows its partial size to the uploader) and returns the uploader's connection
+// and that size.
 func waitPartial(t *testing.T, env *ftptest.Env, p string) (*ftp.ServerConn, int64) {
 	t.Helper()
 	c := dial(t, env, ftptest.Uploader, ftptest.Password)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		n, err := c.FileSize(p)
-		if err == nil && n > 0 {
-			return c, n
+	var n int64
+	poll.For(t, 20*time.Second, "a partial upload of "+p, func() error {
+		var err error
+		if n, err = c.FileSize(p); err == nil && n == 0 {
+			err = errors.New("size 0")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no partial upload of %s appeared", p)
-	return nil, 0
+		return err
+	})
+	return c, n
+}
+
+// resume sends body from offset got with REST + STOR, trying again while the server
+// still holds the cut upload open (450 busy: it has not yet seen the cut).
+func resume(t *testing.T, c *ftp.ServerConn, p string, body []byte, got int64) {
+	t.Helper()
+	poll.For(t, 20*time.Second, "the resume of "+p+" to be accepted", func() error {
+		err := c.StorFrom(p, bytes.NewReader(body[got:]), uint64(got))
+		var te *textproto.Error
+		if errors.As(err, &te) && te.Code == ftp.StatusFileActionIgnored {
+			return err // busy: the cut upload is still running on the server
+		}
+		if err != nil {
+			t.Fatalf("resume at %d: %v", got, err)
+		}
+		return nil
+	})
 }
 
 // TestStorResume drops the connections in the middle of an upload, checks the partial
 // file is neither visible to readers nor indexed, then resumes with REST + STOR.
 func TestStorResume(t *testing.T) {
 	t.Parallel()
-	src := ftptest.SharedData(t, "kylberg6")
+	src := shareddata.Path(t, "kylberg6")
 	body, err := os.ReadFile(filepath.Join(src, "sand1", "sand1-a-p001.png"))
 	if err != nil {
 		t.Fatal(err)
@@ -149,9 +168,7 @@ func TestStorResume(t *testing.T) {
 				t.Error("reader can SIZE the partial upload")
 			}
 
-			if err := up.StorFrom("/r/sand1/big.png", bytes.NewReader(body[got:]), uint64(got)); err != nil {
-				t.Fatalf("resume at %d: %v", got, err)
-			}
+			resume(t, up, "/r/sand1/big.png", body, got)
 			m := env.WaitIndexed(t, "r", ftptest.Images(2))
 			im, ok := m.ImageByPath("sand1/big.png")
 			if !ok || im.SHA256 != sha256Bytes(body) || im.Size != int64(len(body)) {

@@ -18,6 +18,7 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/internal/upload"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // checkManifest compares a manifest with the source folder: same files, same hashes and
@@ -53,7 +54,7 @@ func checkManifest(t *testing.T, m *manifest.Manifest, src string, wantClasses i
 // uploads again to show complete files are skipped.
 func TestUploadKylberg6(t *testing.T) {
 	t.Parallel()
-	src := ftptest.SharedData(t, "kylberg6")
+	src := shareddata.Path(t, "kylberg6")
 	env := ftptest.Start(t)
 	ctx := context.Background()
 	start := time.Now()
@@ -116,7 +117,7 @@ func TestUploadKylberg6(t *testing.T) {
 // documents: curl -T, lftp mirror -R, Python's ftplib, and the jlaffaye client.
 func TestScriptedUploads(t *testing.T) {
 	t.Parallel()
-	kth := ftptest.SharedData(t, "kth-tips-grey")
+	kth := shareddata.Path(t, "kth-tips-grey")
 	env := ftptest.Start(t)
 	host, port, _ := strings.Cut(env.Addr, ":")
 	cases := []struct {
@@ -300,7 +301,7 @@ func TestQuarantine(t *testing.T) {
 // STOR) finish it.
 func TestStockToolResume(t *testing.T) {
 	t.Parallel()
-	src := filepath.Join(ftptest.SharedData(t, "kylberg6"), "linseeds1", "linseeds1-a-p001.png")
+	src := filepath.Join(shareddata.Path(t, "kylberg6"), "linseeds1", "linseeds1-a-p001.png")
 	body, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/upload"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // TestTreeResumes plants on the server a complete copy of one file and the first half
@@ -20,7 +21,7 @@ import (
 // first, resumes the second and sends the third, and the server ends with exact copies.
 func TestTreeResumes(t *testing.T) {
 	t.Parallel()
-	src := filepath.Join(ftptest.SharedData(t, "kylberg6"), "seat2")
+	src := filepath.Join(shareddata.Path(t, "kylberg6"), "seat2")
 	env := ftptest.Start(t)
 	local := filepath.Join(t.TempDir(), "res")
 	names := []string{"seat2-a-p001.png", "seat2-a-p002.png", "seat2-a-p003.png"}
@@ -137,7 +138,7 @@ func (c *cutConn) Write(p []byte) (int, error) {
 // client reconnects, asks the server how much arrived and sends only the rest.
 func TestTreeRecoversFromDroppedConnection(t *testing.T) {
 	t.Parallel()
-	src := filepath.Join(ftptest.SharedData(t, "kylberg6"), "cushion1", "cushion1-a-p001.png")
+	src := filepath.Join(shareddata.Path(t, "kylberg6"), "cushion1", "cushion1-a-p001.png")
 	body, err := os.ReadFile(src)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +173,7 @@ func TestTreeOverFTPS(t *testing.T) {
 	env := ftptest.Start(t, ftptest.WithTLS(t, true))
 	local := filepath.Join(t.TempDir(), "secure")
 	os.MkdirAll(filepath.Join(local, "c"), 0o755)
-	src := filepath.Join(ftptest.SharedData(t, "kth-tips-grey"), "cotton")
+	src := filepath.Join(shareddata.Path(t, "kth-tips-grey"), "cotton")
 	ents, err := os.ReadDir(src)
 	if err != nil {
 		t.Fatal(err)

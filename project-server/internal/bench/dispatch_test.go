@@ -144,7 +144,7 @@ func BenchmarkDispatch(b *testing.B) {
 					}
 					if wr.WorkUnit == nil {
 						polls.Add(1)
-						time.Sleep(time.Millisecond)
+						time.Sleep(time.Millisecond) // a volunteer's poll interval: part of the load measured
 						continue
 					}
 					body, sha := bodies.get(b, wr.WorkUnit)

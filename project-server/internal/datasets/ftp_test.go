@@ -13,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/texgrid/texgrid/trainer/poll"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // moduleRoot walks up to go.mod.
@@ -46,10 +49,7 @@ func TestFTPReal(t *testing.T) {
 		t.Skip("builds and runs dataset-ftp")
 	}
 	root := moduleRoot(t)
-	src := filepath.Join(root, "..", "shared", "data", "kylberg6")
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("real images not available: %v", err)
-	}
+	src := shareddata.Path(t, "kylberg6")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "dataset-ftp")
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "dataset-ftp", "cmd", "dataset-ftp")).CombinedOutput(); err != nil {
@@ -93,13 +93,13 @@ func TestFTPReal(t *testing.T) {
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	addr := cfg["listen"].(string)
-	for i := 0; i < 200; i++ {
-		if c, err := net.Dial("tcp", addr); err == nil {
+	poll.For(t, 30*time.Second, "dataset-ftp to listen on "+addr, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
 			c.Close()
-			break
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 
 	ctx := context.Background()
 	src2 := &FTP{Addr: addr, User: "server", Password: "reader-secret", CacheDir: filepath.Join(dir, "cache")}

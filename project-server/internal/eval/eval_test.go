@@ -15,6 +15,7 @@ import (
 	"github.com/texgrid/texgrid/trainer/data"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/ort"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 )
 
@@ -25,20 +26,7 @@ const tinySpec = `{"name":"tiny","input_channels":1,"layers":[
 // job builds an evaluation job over 10 real Kylberg images per class (symlinked, never
 // copied) and a freshly initialised tiny model.
 func job(t *testing.T) *Job {
-	dir, _ := os.Getwd()
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("no go.mod")
-		}
-		dir = filepath.Dir(dir)
-	}
-	src := filepath.Join(dir, "..", "shared", "data", "kylberg6")
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("real images not available: %v", err)
-	}
+	src := shareddata.Path(t, "kylberg6")
 	root := t.TempDir()
 	m := &manifest.Manifest{Dataset: "kyl", TestFraction: 0.5, Created: time.Unix(0, 0).UTC()}
 	for _, cls := range []string{"canvas1", "sand1"} {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
 
 // accuracyCase is one federated-versus-centralised comparison of issue 7.
@@ -92,7 +93,7 @@ func TestFederatedMatchesCentralised(t *testing.T) {
 			continue
 		}
 		t.Run(c.dataset, func(t *testing.T) {
-			data := sharedData(t, c.dataset)
+			data := shareddata.Path(t, c.dataset)
 			res := runAccuracyCase(t, c, data)
 			appendResult(t, res)
 			t.Logf("%s: centralised %.1f%% image accuracy after %d samples (%.0fs); federated %.1f%% after %d computed / %d merged samples in %d rounds (%.0fs), %d late",

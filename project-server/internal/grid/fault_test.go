@@ -3,7 +3,10 @@ package grid
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/texgrid/texgrid/project-server/internal/grid/faultproxy"
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/synth"
 )
 
@@ -149,7 +153,8 @@ func TestServerKill9(t *testing.T) {
 		if ctx.Err() != nil {
 			t.Fatalf("campaign not done after %d kills: %v", kills, ctx.Err())
 		}
-		// A random moment: anything from mid-request to between rounds.
+		// A random moment: anything from mid-request to between rounds. The random
+		// sleeps are the test's subject (when the crash lands), not a wait.
 		time.Sleep(time.Duration(100+rng.IntN(1200)) * time.Millisecond)
 		if err := g.Server.Kill(); err != nil {
 			t.Fatal(err)
@@ -192,18 +197,28 @@ func TestVolunteerKill9(t *testing.T) {
 		}
 		victim = p
 	}
-	// Wait until the victim has written a checkpoint, then kill it.
+	// Wait until the victim has checkpointed a unit it has not finished, and freeze it
+	// there, so the kill lands mid-unit however fast it trains.
 	ckpt := filepath.Join(g.opt.WorkDir, "volunteers", "v4")
-	deadline := time.Now().Add(3 * time.Minute)
-	for !hasCheckpoint(ckpt) {
-		if time.Now().After(deadline) {
-			t.Fatalf("volunteer 4 wrote no checkpoint in %s:\n%s", ckpt, victim.Tail(3000))
+	poll.For(t, 3*time.Minute, "volunteer 4 frozen with a checkpoint of an unfinished unit", func() error {
+		if !hasCheckpoint(ckpt) {
+			return fmt.Errorf("no checkpoint of an unfinished unit in %s", ckpt)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		if err := victim.Freeze(); err != nil {
+			return err
+		}
+		if hasCheckpoint(ckpt) {
+			return nil
+		}
+		if err := victim.Thaw(); err != nil {
+			return err
+		}
+		return errors.New("it finished the unit before it was frozen")
+	})
 	if err := victim.Kill(); err != nil {
 		t.Fatal(err)
 	}
+	// Down for a while, as a crashed machine is: its heartbeats stop.
 	time.Sleep(time.Second)
 	if err := victim.Start(); err != nil {
 		t.Fatal(err)
@@ -231,48 +246,118 @@ func hasCheckpoint(stateDir string) bool {
 	return found
 }
 
-// TestSlowVolunteer makes one volunteer of four 5x slower (a 20% CPU limit): rounds
-// close at quorum without waiting for it, and its results are answered late, recorded,
-// and not merged.
+// TestSlowVolunteer puts one volunteer of four behind a gate that holds each of its
+// result uploads until the round the upload belongs to has closed, so it is always the
+// last to finish: rounds close at quorum without waiting for it, and its results are
+// answered late, recorded, and never merged. The order is arranged, not raced: the
+// held volunteer takes the first work unit before the others start, so at least one of
+// its results is late whatever the machine's load.
 func TestSlowVolunteer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	g := faultGrid(t, ctx)
+	gate, err := faultproxy.StartGate(strings.TrimPrefix(g.ServerURL, "http://"), func(r *http.Request) bool {
+		return r.Method == http.MethodPut && strings.HasSuffix(r.URL.Path, "/result")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gate.Close()
 	const rounds = 4
 	camp, err := g.CreateCampaign(ctx, faultCampaign(rounds, 600, 600, 5*time.Minute))
 	if err != nil {
 		t.Fatal(err)
 	}
+	slow, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1, ServerURL: gate.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Alone on the grid, the held volunteer takes round 1's first work unit.
+	poll.For(t, 3*time.Minute, "the held volunteer's first work unit", func() error {
+		rs, err := g.Rounds(ctx, camp.ID)
+		if err != nil {
+			return err
+		}
+		if len(rs) == 0 || rs[0].Issued == 0 {
+			return fmt.Errorf("rounds %+v", rs)
+		}
+		return nil
+	})
 	for i := 0; i < 3; i++ {
 		if _, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	slow, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1, Extra: []string{"--cpu-limit", "20"}})
-	if err != nil {
-		t.Fatal(err)
+	// Each held upload belongs to a round no later than the newest one open when it
+	// arrived; release it once that round has closed.
+	released := map[string]bool{}
+	for {
+		poll.For(t, 8*time.Minute, "a held upload or the campaign's end", func() error {
+			if len(gate.Held()) > 0 {
+				return nil
+			}
+			c, err := g.Campaign(ctx, camp.ID)
+			if err != nil {
+				return err
+			}
+			if c.State == protocol.StateDone && len(released) > 0 {
+				return nil
+			}
+			return fmt.Errorf("campaign %s in round %d, nothing held, %d released", c.State, c.Round, len(released))
+		})
+		if len(gate.Held()) == 0 {
+			break // done; a result still on its way is late and goes through the open gate
+		}
+		rs, err := g.Rounds(ctx, camp.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		newest := rs[len(rs)-1].Round
+		poll.For(t, 5*time.Minute, fmt.Sprintf("round %d to close without the held volunteer", newest), func() error {
+			rs, err := g.Rounds(ctx, camp.ID)
+			if err != nil {
+				return err
+			}
+			for _, r := range rs {
+				if r.Round == newest && r.State == "closed" {
+					return nil
+				}
+			}
+			return fmt.Errorf("round %d not closed: %+v", newest, rs)
+		})
+		for _, p := range gate.Release() {
+			released[p] = true
+		}
 	}
+	gate.Open()
 	if _, err := g.WaitCampaign(ctx, camp.ID, 8*time.Minute, nil); err != nil {
 		t.Fatal(err)
 	}
+	slowOnly := &Grid{Volunteers: []*Proc{slow}}
+	poll.For(t, 2*time.Minute, "the held volunteer to hear its released results were late", func() error {
+		if l := readLedger(t, slowOnly); l.late < len(released) {
+			return fmt.Errorf("told late %d times, %d results released", l.late, len(released))
+		}
+		return nil
+	})
 	rs := checkMerged(t, g, ctx, camp.ID, rounds)
 	late := 0
 	for _, r := range rs {
 		late += r.Late
 	}
-	// The slow volunteer's own ledger: nothing of it was merged.
-	slowOnly := &Grid{Volunteers: []*Proc{slow}}
+	// The held volunteer's own ledger: nothing of it was merged.
 	l := readLedger(t, slowOnly)
 	merged := 0
 	for _, wus := range l.accepted {
 		merged += len(wus)
 	}
 	if merged != 0 {
-		t.Errorf("the slow volunteer had %d results merged; rounds should close without it", merged)
+		t.Errorf("the held volunteer had %d results merged; rounds should close without it", merged)
 	}
-	if late == 0 || l.late == 0 {
-		t.Errorf("no late result recorded (server %d, slow volunteer told %d)", late, l.late)
+	if late < l.late {
+		t.Errorf("the server recorded %d late results, the held volunteer was told %d", late, l.late)
 	}
+	t.Logf("%d uploads held until their round closed; %d late results recorded (%d of the held volunteer)", len(released), late, l.late)
 }
 
 // TestNetworkFaults puts a fault proxy between one volunteer and the project server and

@@ -60,20 +60,6 @@ func buildTags() string {
 	return ""
 }
 
-// sharedData returns ../shared/data/<name> beside the repository, skipping the test when
-// it is absent (it is not part of the repository).
-func sharedData(t *testing.T, name string) string {
-	t.Helper()
-	p := filepath.Join(repoRoot, "..", "shared", "data", name)
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("TEXGRID_REQUIRE_DATA") == "1" {
-			t.Fatalf("dataset %s missing: %v", p, err)
-		}
-		t.Skipf("dataset %s missing: %v", p, err)
-	}
-	return p
-}
-
 // requireTool skips (or fails under TEXGRID_REQUIRE_TOOLS=1) when a command is missing.
 func requireTool(t *testing.T, name string) {
 	t.Helper()

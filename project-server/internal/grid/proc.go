@@ -91,6 +91,27 @@ func (p *Proc) Exited() (<-chan struct{}, func() error) {
 	}
 }
 
+// Freeze stops the process with SIGSTOP: it keeps its state but runs no further until
+// Thaw, so a test can look at what it wrote knowing it will not change meanwhile.
+func (p *Proc) Freeze() error { return p.send(syscall.SIGSTOP) }
+
+// Thaw lets a frozen process go on (SIGCONT).
+func (p *Proc) Thaw() error { return p.send(syscall.SIGCONT) }
+
+// send delivers sig to the running process without waiting for anything.
+func (p *Proc) send(sig syscall.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("signal %s: not started", p.Name)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", p.Name, err)
+	}
+	return nil
+}
+
 // Kill sends SIGKILL and waits for the exit: a crash, with no chance to clean up.
 func (p *Proc) Kill() error { return p.signal(syscall.SIGKILL, 0) }
 

@@ -19,35 +19,14 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/weights"
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/data"
+	"github.com/texgrid/texgrid/trainer/poll"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 )
-
-// sharedData finds ../shared/data from the module root.
-func sharedData(t *testing.T) string {
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "data")
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("real images not available: %v", err)
-	}
-	return p
-}
 
 // kylbergRoot builds a dataset-ftp style root for two Kylberg classes: symlinks to the
 // shared images plus a manifest, so nothing is copied.
 func kylbergRoot(t *testing.T, classes ...string) string {
-	src := filepath.Join(sharedData(t), "kylberg6")
+	src := shareddata.Path(t, "kylberg6")
 	root := t.TempDir()
 	ds := filepath.Join(root, "kylberg")
 	if err := os.MkdirAll(ds, 0o755); err != nil {
@@ -125,18 +104,11 @@ func TestEvaluation(t *testing.T) {
 	defer stop()
 	e.srv, e.ts = srv, ts
 	var rs []protocol.RoundInfo
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	poll.Until(t, 60*time.Second, "round 0 to be evaluated after the restart", func() bool {
 		rs = e.rounds(c.ID)
-		if rs[0].Metrics != nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return rs[0].Metrics != nil
+	})
 	m := rs[0].Metrics
-	if m == nil {
-		t.Fatal("round 0 was not evaluated after the restart")
-	}
 	man, err := (datasets.Dir{Root: root}).Manifest(ctx, "kylberg", "")
 	if err != nil {
 		t.Fatal(err)

@@ -214,18 +214,8 @@ func (e *env) createCampaign(cs protocol.CampaignSpec) protocol.Campaign {
 	if cs.Name == "" {
 		cs.Name = "test"
 	}
-	cs.Dataset = testDataset
-	if cs.Model == "" {
-		cs.Model = "tiny"
-	}
-	if cs.FragmentSize == 0 {
-		cs.FragmentSize = 16
-	}
-	if cs.FragmentsMin == 0 {
-		cs.FragmentsMin, cs.FragmentsMax = 10, 20
-	}
 	var c protocol.Campaign
-	e.must(e.do("POST", protocol.APIPrefix+"/campaigns", e.researcher, cs, nil), http.StatusCreated, &c)
+	e.must(e.do("POST", protocol.APIPrefix+"/campaigns", e.researcher, withTestDefaults(cs), nil), http.StatusCreated, &c)
 	return c
 }
 

@@ -57,10 +57,12 @@ type Campaign struct {
 	UpdatedAt       time.Time
 }
 
-// ModelVersion is a global model blob W(round) of a campaign.
+// ModelVersion is a global model blob W(round) of a campaign. Blobs are content
+// addressed and shared: campaigns that reach the same weights (the same seed and model
+// give the same W(0)) each have a row naming the one blob.
 type ModelVersion struct {
 	SHA256     string `gorm:"column:sha256;primaryKey"`
-	CampaignID int64
+	CampaignID int64  `gorm:"primaryKey;autoIncrement:false"`
 	Round      int
 	Size       int64
 	CreatedAt  time.Time

@@ -13,6 +13,7 @@ import (
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/onnx"
 	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 )
 
@@ -43,24 +44,10 @@ func exportFixture(t *testing.T, dir string, classes, size int) (string, *nn.Mod
 	return path, m
 }
 
-// kylberg returns the shared Kylberg dataset folder, or skips.
+// kylberg returns the shared Kylberg dataset folder, or skips (fails when required).
 func kylberg(t *testing.T) string {
 	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := wd; filepath.Dir(d) != d; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
-			dir := filepath.Join(d, "..", "shared", "data", "kylberg6")
-			if _, err := os.Stat(dir); err != nil {
-				t.Skipf("shared dataset: %v", err)
-			}
-			return dir
-		}
-	}
-	t.Fatal("go.mod not found")
-	return ""
+	return shareddata.Path(t, "kylberg6")
 }
 
 func TestExportCommand(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,7 +18,9 @@ import (
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/nn"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/volunteer-client/internal/checkpoint"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
@@ -46,7 +49,7 @@ func vc(t *testing.T, args ...string) string {
 // ftpDataset starts a real dataset-ftp server with a kth-tips-grey subset uploaded.
 func ftpDataset(t *testing.T) (*testgrid.FTP, *manifest.Manifest) {
 	t.Helper()
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	m := ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	return ftp, m
@@ -107,7 +110,9 @@ func attach(t *testing.T, url, key string) string {
 
 // slowCPU is the --cpu-limit (percent) of clients a test must catch mid-work-unit, to
 // kill, pause or stop them: it stretches the work unit without changing a bit of its
-// result, so the tests do not depend on how fast the trainer is.
+// result, so that it outlasts a checkpoint interval even on a fast machine. The order
+// itself is arranged, not left to it: the tests freeze (SIGSTOP) or pause the client
+// and check it is mid-unit before they act.
 const slowCPU = "25"
 
 func run(t *testing.T, dir string, extra ...string) *testgrid.Proc {
@@ -117,29 +122,46 @@ func run(t *testing.T, dir string, extra ...string) *testgrid.Proc {
 	return testgrid.Start(t, t.TempDir(), client(t), args...)
 }
 
-// waitCheckpoint waits until the client's work unit has a checkpoint at a progress
-// strictly between 0 and 1, and returns that progress.
-func waitCheckpoint(t *testing.T, dir string, id int64, p *testgrid.Proc) float64 {
+// freezeAtCheckpoint waits until the client's work unit has a checkpoint at a progress
+// strictly between 0 and 1 and leaves the client frozen there (SIGSTOP), so that a
+// kill that follows lands mid-unit however fast it trains; it returns that progress.
+func freezeAtCheckpoint(t *testing.T, dir string, id int64, p *testgrid.Proc) float64 {
 	t.Helper()
 	work, err := checkpoint.Open(filepath.Join(dir, "work"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		if meta, _, err := work.LoadState(id); err == nil && meta != nil && meta.Progress > 0 {
-			if meta.Progress >= 1 {
-				t.Fatalf("the work unit finished before it could be killed (progress %g); make it larger", meta.Progress)
-			}
-			return meta.Progress
+	midUnit := func() (float64, error) {
+		if r, _, err := work.LoadResult(); err == nil && r != nil {
+			t.Fatalf("the work unit finished before a checkpoint was seen; make it larger:\n%s", p.LogText())
 		}
+		meta, _, err := work.LoadState(id)
+		switch {
+		case err != nil:
+			return 0, err
+		case meta == nil || meta.Progress <= 0:
+			return 0, errors.New("no checkpoint yet")
+		case meta.Progress >= 1:
+			t.Fatalf("the work unit finished before it could be killed (progress %g); make it larger", meta.Progress)
+		}
+		return meta.Progress, nil
+	}
+	var prog float64
+	poll.For(t, 3*time.Minute, "a checkpoint mid-unit", func() error {
 		if p.Exited() {
 			t.Fatalf("client exited before its first checkpoint:\n%s", p.LogText())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("no checkpoint within 3 minutes:\n%s", p.LogText())
-	return 0
+		if _, err := midUnit(); err != nil {
+			return err
+		}
+		if err := p.Freeze(); err != nil {
+			return err
+		}
+		// Frozen: what is on disk now is what a kill leaves behind.
+		prog, err = midUnit()
+		return err // a checkpoint seen before the freeze is still there after it
+	})
+	return prog
 }
 
 // TestKill9ResumesBitExact: the real client binary trains a work unit over a real
@@ -168,7 +190,7 @@ func TestKill9ResumesBitExact(t *testing.T) {
 	srv.QueueWork(wu)
 	dir := attach(t, srv.URL(), fakeserver.AccountKey)
 	p1 := run(t, dir, "--exit-after", "1", "--cpu-limit", slowCPU)
-	prog := waitCheckpoint(t, dir, wu.ID, p1)
+	prog := freezeAtCheckpoint(t, dir, wu.ID, p1)
 	p1.Kill()
 	if ups := srv.UploadsOf(wu.ID); len(ups) != 0 {
 		t.Fatalf("uploaded before the kill: %d", len(ups))
@@ -206,7 +228,17 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 	dir := attach(t, srv.URL(), fakeserver.AccountKey)
 	p := run(t, dir, "--checkpoint-seconds", "3600", "--cpu-limit", slowCPU)
 	p.WaitLog(t, "work unit prepared", 2*time.Minute)
-	time.Sleep(500 * time.Millisecond)
+	// Hold it mid-unit: paused after at least one batch, it cannot finish before the
+	// SIGTERM, and has trained something to checkpoint.
+	waitFor(t, "a trained batch", func() bool {
+		st, err := tryStatus(t, dir)
+		return err == nil && st.WorkUnit != nil && st.WorkUnit.Progress > 0
+	})
+	vc(t, "pause", "--state-dir", dir)
+	waitState(t, dir, localapi.StatePaused)
+	if st := status(t, dir); st.WorkUnit == nil || st.WorkUnit.Progress >= 1 {
+		t.Fatalf("the work unit finished before the pause; make it larger: %+v", st.WorkUnit)
+	}
 	p.Cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.Wait(time.Minute); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.LogText())
@@ -233,7 +265,7 @@ func TestSIGTERMCheckpointsAndExits(t *testing.T) {
 // while and restarted; both results are accepted and the round closes. Then both
 // detach.
 func TestRealGrid(t *testing.T) {
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	ps := testgrid.StartProject(t, ftp)
@@ -268,13 +300,16 @@ func TestRealGrid(t *testing.T) {
 		}
 		return d != nil
 	})
-	waitCheckpoint(t, a, wuA, pa)
+	freezeAtCheckpoint(t, a, wuA, pa)
 	pa.Kill()
 
 	// The project server goes away for a while: client b keeps training, its
 	// heartbeats fail, and it carries on once the server is back.
 	ps.Stop(t)
-	time.Sleep(2 * time.Second)
+	waitFor(t, "client b to notice the outage", func() bool {
+		lb := pb.LogText()
+		return strings.Contains(lb, "heartbeat failed") || strings.Contains(lb, "retrying")
+	})
 	ps.Restart(t)
 	pa2 := run(t, a, "--exit-after", "1")
 
@@ -318,27 +353,39 @@ func readDescriptor(dir string) (*checkpoint.Descriptor, error) {
 	return work.LoadDescriptor()
 }
 
+// status reads the running client's status through the CLI.
+func status(t *testing.T, dir string) localapi.Status {
+	t.Helper()
+	st, err := tryStatus(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func tryStatus(t *testing.T, dir string) (localapi.Status, error) {
+	var st localapi.Status
+	out, err := exec.Command(client(t), "status", "--state-dir", dir, "--json").Output()
+	if err != nil {
+		return st, fmt.Errorf("status --json: %w", err)
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return st, fmt.Errorf("status --json printed %q: %w", out, err)
+	}
+	return st, nil
+}
+
 func waitState(t *testing.T, dir, want string) {
 	t.Helper()
 	waitFor(t, "state "+want, func() bool {
-		out, err := exec.Command(client(t), "status", "--state-dir", dir, "--json").Output()
-		if err != nil {
-			return false
-		}
-		var st localapi.Status
-		return json.Unmarshal(out, &st) == nil && st.State == want
+		st, err := tryStatus(t, dir)
+		return err == nil && st.State == want
 	})
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll.Until(t, 3*time.Minute, what, cond)
 }
 
 // TestRealGridLateResult: four clients, four work units, quorum 0.75 on the real
@@ -346,7 +393,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // close the round; d, resumed, finishes and is answered late: it records that and
 // exits without retrying the upload.
 func TestRealGridLateResult(t *testing.T) {
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	ftp := testgrid.StartFTP(t)
 	ftp.Upload(t, testgrid.Subset(t, src, "kth3", 3, 6))
 	ps := testgrid.StartProject(t, ftp)
@@ -363,6 +410,9 @@ func TestRealGridLateResult(t *testing.T) {
 	pd.WaitLog(t, "work unit prepared", 2*time.Minute)
 	vc(t, "pause", "--state-dir", d)
 	waitState(t, d, localapi.StatePaused)
+	if st := status(t, d); st.WorkUnit == nil || st.WorkUnit.Progress >= 1 {
+		t.Fatalf("client d finished its work unit before the pause; make it larger: %+v", st.WorkUnit)
+	}
 
 	var others []*testgrid.Proc
 	for i := 0; i < 3; i++ {
@@ -445,13 +495,25 @@ func TestCPULimitRealTrainer(t *testing.T) {
 			if _, err := lc.SetPrefs(ctx, localapi.PrefsPatch{CPULimitPercent: &limit}); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(300 * time.Millisecond) // the new limit applies from the next batch
-			s0, err := lc.State(ctx)
+			// The new limit applies from the next batch: start the window after one ends.
+			before, err := lc.State(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
+			var s0 localapi.Status
+			poll.For(t, time.Minute, "a batch under the new limit", func() error {
+				st, err := lc.State(ctx)
+				if err != nil {
+					return err
+				}
+				if st.BusySeconds == before.BusySeconds {
+					return errors.New("no batch ended yet")
+				}
+				s0 = *st
+				return nil
+			})
 			c0, t0 := procCPU(t, pid), time.Now()
-			time.Sleep(2 * time.Second)
+			time.Sleep(2 * time.Second) // the measurement window, not a wait
 			s1, err := lc.State(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -489,7 +551,7 @@ func TestCPULimitRealTrainer(t *testing.T) {
 // image cache left under the cap, says so in its status, keeps its state directory
 // under the cap, and tells the server how much room it has.
 func TestDiskCapRefusesWorkUnit(t *testing.T) {
-	src := testgrid.SharedData(t, "kylberg6")
+	src := shareddata.Path(t, "kylberg6")
 	ftp := testgrid.StartFTP(t)
 	m := ftp.Upload(t, testgrid.Subset(t, src, "kyl", 6, 20))
 	srv := startFake(t)
@@ -508,9 +570,8 @@ func TestDiskCapRefusesWorkUnit(t *testing.T) {
 	dir := attach(t, srv.URL(), fakeserver.AccountKey)
 	p := run(t, dir, "--max-disk-mb", "16")
 	waitFor(t, "the refusal", func() bool {
-		out, err := exec.Command(client(t), "status", "--state-dir", dir, "--json").Output()
-		var st localapi.Status
-		return err == nil && json.Unmarshal(out, &st) == nil && strings.Contains(st.LastError, "does not fit")
+		st, err := tryStatus(t, dir)
+		return err == nil && strings.Contains(st.LastError, "does not fit")
 	})
 	if err := p.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop: %v", err)

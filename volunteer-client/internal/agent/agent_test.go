@@ -159,10 +159,19 @@ func TestServerUnreachableThenBack(t *testing.T) {
 	wu := h.workUnit(5)
 	h.srv.Stop()
 	a, stop := h.start(nil)
+	var first time.Time
 	waitFor(t, "a retry error in the status", func() bool {
-		return strings.Contains(a.Status().LastError, "retrying")
+		st := a.Status()
+		if st.LastErrorAt != nil {
+			first = *st.LastErrorAt
+		}
+		return strings.Contains(st.LastError, "retrying")
 	})
-	time.Sleep(300 * time.Millisecond)
+	// Down for more than one attempt: the agent keeps retrying, not just once.
+	waitFor(t, "a second failed attempt", func() bool {
+		st := a.Status()
+		return st.LastErrorAt != nil && st.LastErrorAt.After(first)
+	})
 	if err := h.srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -319,7 +328,7 @@ func TestPauseResume(t *testing.T) {
 	a.Pause()
 	waitFor(t, "paused state", func() bool { return a.Status().State == localapi.StatePaused })
 	n := tr.stepCount()
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // a spell in which no batch may run: the thing under test
 	if m := tr.stepCount(); m > n+1 {
 		t.Fatalf("trained %d batches while paused", m-n)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/volunteer-client/internal/agent"
 	"github.com/texgrid/texgrid/volunteer-client/internal/apiclient"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
@@ -130,7 +131,7 @@ func (j *stepJob) Step(ctx context.Context) (agent.StepInfo, error) {
 		j.tr.burner.burn(j.tr.burn)
 	}
 	if j.tr.stepTime > 0 {
-		time.Sleep(j.tr.stepTime)
+		time.Sleep(j.tr.stepTime) // a batch's training time, simulated
 	}
 	j.s.Acc = j.s.Acc*6364136223846793005 + uint64(j.s.Pos) + 1442695040888963407
 	j.s.Pos++
@@ -293,13 +294,7 @@ func (h *harness) run(n int, mod func(*agent.Config)) *agent.Agent {
 // waitFor polls cond for up to 30 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	poll.Until(t, 30*time.Second, what, cond)
 }
 
 func ptr[T any](v T) *T { return &v }

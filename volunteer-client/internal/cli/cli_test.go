@@ -3,6 +3,7 @@ package cli_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/volunteer-client/internal/cli"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
 	"github.com/texgrid/texgrid/volunteer-client/internal/prefs"
@@ -184,17 +186,13 @@ func TestRunServesLocalAPIAndStops(t *testing.T) {
 	go func() {
 		done <- cli.Main(ctx, []string{"run", "--state-dir", dir, "--headless", "--cpu-limit", "70"}, &cli.Env{Stdout: io.Discard, Stderr: &errs, Getenv: func(string) string { return "" }})
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll.For(t, 30*time.Second, "status to answer with the CPU limit", func() error {
 		code, out, _ := runCLI("status", "--state-dir", dir)
 		if code == 0 && strings.Contains(out, "CPU limit 70%") {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status never answered: %s\n%s", out, errs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("status %d: %s\n%s", code, out, errs.String())
+	})
 	code, out, stderr := runCLI("prefs", "--state-dir", dir, "--set", "cpu_limit_percent=40", "--set", "time_window=22:00-07:00")
 	if code != 0 || !strings.Contains(out, `"cpu_limit_percent": 40`) || !strings.Contains(out, `"time_window": "22:00-07:00"`) {
 		t.Errorf("prefs --set: %d %s %s", code, out, stderr)

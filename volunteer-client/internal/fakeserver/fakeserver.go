@@ -7,6 +7,7 @@
 package fakeserver
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 )
 
 // AccountKey is the only account key the fake accepts.
@@ -116,16 +118,10 @@ func (s *Server) Stop() {
 	}
 }
 
-// Restart listens again on the same address after Stop.
+// Restart listens again on the same address after Stop, trying for up to 10 s while
+// the address is still taken.
 func (s *Server) Restart() error {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = s.listen(s.addr); err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return err
+	return poll.Wait(context.Background(), 10*time.Second, func() error { return s.listen(s.addr) })
 }
 
 // Close stops the server for good.

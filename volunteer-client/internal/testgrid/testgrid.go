@@ -26,6 +26,7 @@ import (
 
 	"github.com/texgrid/texgrid/dataset-ftp/ftpstore"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/trainer/poll"
 )
 
 // Root returns the module root (the directory holding go.mod).
@@ -45,17 +46,6 @@ func Root(t testing.TB) string {
 		}
 		dir = parent
 	}
-}
-
-// SharedData returns ../shared/data/<name> next to the module root, skipping the test
-// when it is missing.
-func SharedData(t testing.TB, name string) string {
-	t.Helper()
-	p := filepath.Join(Root(t), "..", "shared", "data", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("real images not found at %s", p)
-	}
-	return p
 }
 
 var (
@@ -175,6 +165,13 @@ func (p *Proc) Stop(grace time.Duration) error {
 	return p.Wait(grace)
 }
 
+// Freeze stops the process with SIGSTOP: it runs no further until Thaw, so the test
+// can inspect what it wrote knowing it will not change meanwhile.
+func (p *Proc) Freeze() error { return p.Cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Thaw lets a frozen process go on (SIGCONT).
+func (p *Proc) Thaw() error { return p.Cmd.Process.Signal(syscall.SIGCONT) }
+
 // Kill sends SIGKILL (kill -9) and waits for the process to end.
 func (p *Proc) Kill() {
 	p.Cmd.Process.Kill()
@@ -221,19 +218,19 @@ func (p *Proc) LogText() string {
 	return string(b)
 }
 
-// WaitLog polls the process log until it contains s.
+// WaitLog polls the process log until it contains s, failing the test after d or
+// when the process exits first.
 func (p *Proc) WaitLog(t testing.TB, s string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !strings.Contains(p.LogText(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not log %q within %s; log:\n%s", filepath.Base(p.Cmd.Path), s, d, tail([]byte(p.LogText()), 3000))
+	poll.For(t, d, fmt.Sprintf("%s to log %q", filepath.Base(p.Cmd.Path), s), func() error {
+		if strings.Contains(p.LogText(), s) {
+			return nil
 		}
 		if p.Exited() && !strings.Contains(p.LogText(), s) {
 			t.Fatalf("%s exited (%v) before logging %q; log:\n%s", filepath.Base(p.Cmd.Path), p.err, s, tail([]byte(p.LogText()), 3000))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("log so far:\n%s", tail([]byte(p.LogText()), 3000))
+	})
 }
 
 // FTP is a running dataset-ftp server with anonymous reads and one uploader.
@@ -270,18 +267,17 @@ func StartFTP(t testing.TB) *FTP {
 
 func waitListening(t testing.TB, addr string, p *Proc) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	poll.For(t, 30*time.Second, fmt.Sprintf("%s to listen on %s", filepath.Base(p.Cmd.Path), addr), func() error {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
-		if p.Exited() || time.Now().After(deadline) {
-			t.Fatalf("%s is not listening on %s: %v\n%s", filepath.Base(p.Cmd.Path), addr, err, tail([]byte(p.LogText()), 3000))
+		if p.Exited() {
+			t.Fatalf("%s exited before listening on %s: %v\n%s", filepath.Base(p.Cmd.Path), addr, err, tail([]byte(p.LogText()), 3000))
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("%w\n%s", err, tail([]byte(p.LogText()), 3000))
+	})
 }
 
 // Upload sends a <dataset>/<class>/<image> folder with `dataset-ftp upload` (the
@@ -306,29 +302,24 @@ func (f *FTP) Upload(t testing.TB, folder string) *manifest.Manifest {
 // manifest lists want images.
 func (f *FTP) WaitManifest(t testing.TB, dataset string, want int) *manifest.Manifest {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var last string
-	for ctx.Err() == nil {
+	var m *manifest.Manifest
+	poll.For(t, 60*time.Second, "dataset "+dataset+" to be indexed", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		s, err := ftpstore.Open(ctx, ftpstore.Config{Addr: f.Addr, User: "anonymous", Password: "test@", CacheDir: t.TempDir(), Retries: 1})
-		if err == nil {
-			m, err := s.FetchManifest(ctx, dataset)
-			s.Close()
-			if err == nil && len(m.Images)+len(m.Quarantined) >= want {
-				return m
-			}
-			if err == nil {
-				last = fmt.Sprintf("%d of %d images indexed", len(m.Images), want)
-			} else {
-				last = err.Error()
-			}
-		} else {
-			last = err.Error()
+		if err != nil {
+			return err
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("dataset %s never indexed: %s", dataset, last)
-	return nil
+		defer s.Close()
+		if m, err = s.FetchManifest(ctx, dataset); err != nil {
+			return err
+		}
+		if n := len(m.Images) + len(m.Quarantined); n < want {
+			return fmt.Errorf("%d of %d images indexed", n, want)
+		}
+		return nil
+	})
+	return m
 }
 
 // Subset copies the first perClass images of the first classes classes of a real

@@ -15,6 +15,7 @@ import (
 	"github.com/texgrid/texgrid/trainer/data"
 	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/safetensors"
+	"github.com/texgrid/texgrid/trainer/shareddata"
 	"github.com/texgrid/texgrid/trainer/spec"
 	"github.com/texgrid/texgrid/trainer/tensor"
 	"github.com/texgrid/texgrid/trainer/train"
@@ -43,7 +44,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	src := testgrid.SharedData(t, "kth-tips-grey")
+	src := shareddata.Path(t, "kth-tips-grey")
 	f := &fixture{ftp: testgrid.StartFTP(t)}
 	f.local = testgrid.Subset(t, src, "kth3", 3, 6)
 	f.m = f.ftp.Upload(t, f.local)
