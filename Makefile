@@ -56,7 +56,7 @@ e2e: ort ## federated vs centralised accuracy on ../shared/data (about 16 minute
 		| grep --line-buffered -v '^        '
 
 bench: build ort ## benchmarks against their peers (PyTorch, ONNX Runtime), printing ratios
-	bash trainer/bench/bench.sh
+	SAVE=1 bash trainer/bench/bench.sh
 	$(GO) test $(GOFLAGS_TAGS) -run '^$$' -bench . -benchtime 3s ./project-server/... ./dataset-ftp/...
 
 lint: ## gofmt, go vet and staticcheck

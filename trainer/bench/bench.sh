@@ -26,7 +26,9 @@
 #
 # Knobs: MODELS, PUREGO_MODELS, PATHS (default: the paths the CPU has), THREADS, BATCH,
 # SIZE, BENCH_SECONDS (per engine, half training and half inference), SGEMM_N,
-# SGEMM_SECONDS, REPEAT, BIN, OUT (keeps lines.jsonl and table.txt).
+# SGEMM_SECONDS, REPEAT, BIN, OUT (keeps lines.jsonl and table.txt), SAVE=1 (also
+# writes the JSON lines and the tables to trainer/bench/results/<cpu>/bench-<time>.txt,
+# one folder per CPU model, for committing; `make bench` sets it).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -135,3 +137,20 @@ for round in $(seq "$REPEAT"); do
 done
 
 "$PY" "$ROOT/trainer/bench/table.py" "$LINES" | tee "$OUT/table.txt"
+
+if [[ ${SAVE:-} == 1 ]]; then
+	# The folder names the CPU model the way the kernel reports it, with the family,
+	# model and stepping numbers that tell apart CPUs a hypervisor gives one name.
+	cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | tr -c 'A-Za-z0-9\n' '-' | tr -s '-' | sed 's/^-//; s/-$//')
+	fms=$(awk -F': ' '/^cpu family/ {f=$2} /^model\t/ {m=$2} /^stepping/ {s=$2} END {print f "-" m "-" s}' /proc/cpuinfo)
+	dir=$ROOT/trainer/bench/results/$cpu-$fms
+	mkdir -p "$dir"
+	file=$dir/bench-$(date -u +%Y%m%d-%H%M).txt
+	{
+		echo "# bash trainer/bench/bench.sh, $(date -u '+%Y-%m-%d %H:%M') UTC, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+		echo "# MODELS=\"$MODELS\" PATHS=\"$PATHS\" THREADS=$THREADS BATCH=$BATCH SIZE=$SIZE BENCH_SECONDS=$SECS SGEMM_N=$SGEMM_N REPEAT=$REPEAT"
+		cat "$LINES"
+		cat "$OUT/table.txt"
+	} >"$file"
+	echo "bench: saved $file" >&2
+fi
