@@ -14,7 +14,7 @@ GOFLAGS_TAGS := $(if $(TAGS),-tags $(TAGS),)
 export TEXGRID_ORT_LIB ?= $(ORT_DIR)/libonnxruntime.so.1
 TEST_TIMEOUT ?= 20m
 
-.PHONY: help build demo test test-short e2e bench lint deps ort clean
+.PHONY: help build demo test test-short e2e compare bench lint deps ort clean
 
 help: ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,11 @@ test-short: ort ## every test but e2e: unit, integration, demo and fault runs, P
 e2e: ort ## federated vs centralised accuracy on ../shared/data (about 16 minutes), appended to the results file
 	TEXGRID_E2E_ACCURACY=1 TEXGRID_REQUIRE_DATA=1 TEXGRID_REQUIRE_TOOLS=1 \
 		$(GO) test $(GOFLAGS_TAGS) -timeout 45m -count=1 -v -run TestFederatedMatchesCentralised ./project-server/internal/grid/ \
+		| grep --line-buffered -v '^        '
+
+compare: ort ## sync vs async and FedAvgM on kth-tips-grey with a 5x straggler (about an hour), results and plot in project-server/internal/grid/testdata
+	TEXGRID_COMPARE=1 TEXGRID_REQUIRE_DATA=1 TEXGRID_REQUIRE_TOOLS=1 \
+		$(GO) test $(GOFLAGS_TAGS) -timeout 4h -count=1 -v -run TestCompareModes ./project-server/internal/grid/ \
 		| grep --line-buffered -v '^        '
 
 bench: build ort ## benchmarks against their peers (PyTorch, ONNX Runtime), printing ratios

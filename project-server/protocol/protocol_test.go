@@ -53,6 +53,8 @@ func TestPaths(t *testing.T) {
 		{WorkPath(7, "heartbeat"), "/api/v1/work/7/heartbeat"},
 		{BlobPath("ab12"), "/api/v1/blobs/ab12"},
 		{DetachPath, "/api/v1/hosts/self"},
+		{WorkPath(9, "failure"), "/api/v1/work/9/failure"},
+		{ResultsPath(3, 0), "/api/v1/campaigns/3/rounds/0/results"},
 	}
 	for _, c := range cases {
 		if c.got != c.want {

@@ -198,7 +198,14 @@ func deltaFor(ps []spec.Param, wuID int64) []tensor.Named {
 // each time. The campaign must finish; every result acknowledged as accepted must be
 // merged, exactly once, and nothing else: each global model must equal the previous one
 // plus the mean of exactly the deltas the database lists as accepted for that round.
-func TestKill9(t *testing.T) {
+func TestKill9(t *testing.T) { kill9(t, protocol.ModeSync) }
+
+// TestKill9Async is TestKill9 on an asynchronous campaign (K = 3): each version must
+// equal the previous one plus the staleness-weighted mean of exactly the deltas
+// acknowledged as accepted into its buffer, each with weight (1 + tau)^-0.5.
+func TestKill9Async(t *testing.T) { kill9(t, protocol.ModeAsync) }
+
+func kill9(t *testing.T, mode string) {
 	if testing.Short() {
 		t.Skip("builds and kills the real binary")
 	}
@@ -230,8 +237,12 @@ func TestKill9(t *testing.T) {
 	rc := &hostClient{addr: addr, token: researcher, hc: &http.Client{Timeout: 5 * time.Second}}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	cspec, _ := json.Marshal(protocol.CampaignSpec{Name: "kill", Dataset: "tex", Model: "tiny", FragmentSize: 16,
-		FragmentsMin: 10, FragmentsMax: 10, Quorum: 0.75, WorkUnitsPerRound: wus, Rounds: rounds, Seed: 42, Start: true})
+	cs := protocol.CampaignSpec{Name: "kill", Dataset: "tex", Model: "tiny", FragmentSize: 16,
+		FragmentsMin: 10, FragmentsMax: 10, Quorum: 0.75, WorkUnitsPerRound: wus, Rounds: rounds, Seed: 42, Start: true}
+	if mode == protocol.ModeAsync {
+		cs.Mode, cs.BufferSize, cs.MaxStaleness = mode, 3, 1000
+	}
+	cspec, _ := json.Marshal(cs)
 	var camp protocol.Campaign
 	if code, b, err := rc.retry(ctx, "POST", protocol.APIPrefix+"/campaigns", cspec, nil, &camp); err != nil || code != 201 {
 		t.Fatalf("create campaign: %d %s %v", code, b, err)
@@ -239,7 +250,7 @@ func TestKill9(t *testing.T) {
 
 	var (
 		mu       sync.Mutex
-		accepted = map[int64]int{} // work unit -> round, acknowledged accepted
+		accepted = map[int64]int{} // work unit -> round (async: version) whose buffer took it, acknowledged accepted
 		late     = map[int64]bool{}
 		params   []spec.Param
 	)
@@ -303,8 +314,11 @@ func TestKill9(t *testing.T) {
 				case code == 200 && res.Outcome == protocol.OutcomeAccepted:
 					mu.Lock()
 					accepted[wu.ID] = wu.Round
+					if mode == protocol.ModeAsync {
+						accepted[wu.ID] = res.Version
+					}
 					mu.Unlock()
-				case code == 409 && strings.Contains(string(b), `"late"`):
+				case code == 409 && (strings.Contains(string(b), `"late"`) || strings.Contains(string(b), `"stale"`)):
 					mu.Lock()
 					late[wu.ID] = true
 					mu.Unlock()
@@ -364,17 +378,27 @@ func TestKill9(t *testing.T) {
 	}
 	for _, r := range rs {
 		var res []store.Result
-		db.Where("campaign_id = ? AND round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Find(&res)
+		db.Where("campaign_id = ? AND buffer_round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Find(&res)
 		if len(res) != r.Needed || r.Accepted != r.Needed || len(byRound[r.Round]) != r.Needed {
 			t.Fatalf("round %d: %d accepted rows, counter %d, %d acknowledged, needed %d", r.Round, len(res), r.Accepted, len(byRound[r.Round]), r.Needed)
 		}
 		base := readModel(t, dataDir, r.BaseModel)
 		got := readModel(t, dataDir, r.ResultModel)
 		sums := map[string][]float64{}
+		total := 0.0
 		for _, x := range res {
-			if _, ok := accepted[x.WorkUnitID]; !ok {
-				t.Fatalf("round %d merged unit %d, which was never acknowledged as accepted", r.Round, x.WorkUnitID)
+			if v, ok := accepted[x.WorkUnitID]; !ok || v != r.Round {
+				t.Fatalf("round %d merged unit %d, which was never acknowledged as accepted into it", r.Round, x.WorkUnitID)
 			}
+			wantW := 1.0
+			if mode == protocol.ModeAsync {
+				wantW = math.Pow(1+float64(x.Staleness), -0.5)
+			}
+			if x.Staleness != x.BufferRound-x.Round || math.Abs(x.Weight-wantW) > 1e-12 {
+				t.Fatalf("round %d: unit %d of round %d has staleness %d and weight %g, want %d and %g",
+					r.Round, x.WorkUnitID, x.Round, x.Staleness, x.Weight, x.BufferRound-x.Round, wantW)
+			}
+			total += x.Weight
 			for _, d := range deltaFor(params, x.WorkUnitID) {
 				s := sums[d.Name]
 				if s == nil {
@@ -382,20 +406,20 @@ func TestKill9(t *testing.T) {
 					sums[d.Name] = s
 				}
 				for i, v := range d.T.Data {
-					s[i] += float64(v)
+					s[i] += x.Weight * float64(v)
 				}
 			}
 		}
 		for name, w := range base {
 			for i, v := range w.Data {
-				want := float32(float64(v) + sums[name][i]/float64(len(res)))
+				want := float32(float64(v) + sums[name][i]/total)
 				if math.Float32bits(want) != math.Float32bits(got[name].Data[i]) {
 					t.Fatalf("round %d: %s[%d] = %v, want W + mean(accepted) = %v", r.Round, name, i, got[name].Data[i], want)
 				}
 			}
 		}
 	}
-	t.Logf("%d kills, %d rounds, %d accepted, %d late", kills, len(rs), len(accepted), len(late))
+	t.Logf("%s: %d kills, %d rounds, %d accepted, %d late or stale", mode, kills, len(rs), len(accepted), len(late))
 }
 
 func readModel(t *testing.T, dataDir, sha string) map[string]*tensor.Tensor {

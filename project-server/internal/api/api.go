@@ -48,8 +48,8 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	})
 	r.HandleMethodNotAllowed = true
 	r.NoMethod(func(c *gin.Context) {
-		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, protocol.ErrorBody{Error: &protocol.Error{Code: protocol.CodeBadRequest,
-			Message: fmt.Sprintf("method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path)}})
+		h.fail(c, &scheduler.Error{Code: protocol.CodeMethodNotAllowed,
+			Message: fmt.Sprintf("method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
 	})
 	if m != nil {
 		r.GET("/metrics", gin.WrapH(m.Handler()))
@@ -68,12 +68,14 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	host.POST("/work", h.work)
 	host.POST("/work/:id/heartbeat", h.heartbeat)
 	host.PUT("/work/:id/result", h.result)
+	host.POST("/work/:id/failure", h.failure)
 
 	res := api.Group("/campaigns", h.researcherToken)
 	res.POST("", h.createCampaign)
 	res.GET("", h.listCampaigns)
 	res.GET("/:id", h.getCampaign)
 	res.GET("/:id/rounds", h.rounds)
+	res.GET("/:id/rounds/:round/results", h.roundResults)
 	res.POST("/:id/:action", h.act)
 	return r
 }
@@ -83,7 +85,7 @@ func (h *Handler) fail(c *gin.Context, err error) {
 	if e.Code == protocol.CodeInternal {
 		h.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
 	}
-	c.AbortWithStatusJSON(scheduler.Status(e.Code), protocol.ErrorBody{Error: &protocol.Error{Code: e.Code, Message: e.Message}})
+	c.AbortWithStatusJSON(Status(e.Code), protocol.ErrorBody{Error: &protocol.Error{Code: e.Code, Message: e.Message}})
 }
 
 func (h *Handler) recover(c *gin.Context) {
@@ -114,7 +116,9 @@ func (h *Handler) observe(c *gin.Context) {
 }
 
 // version enforces the Texgrid-Protocol header: missing or malformed is 400, older than
-// protocol.MinVersion is 426 naming the version to install.
+// protocol.MinVersion is 426 naming the version to install, newer than protocol.Version
+// is 400 protocol_too_new naming the version this server speaks. The version is kept
+// on the request for the handlers (see clientVersion).
 func (h *Handler) version(c *gin.Context) {
 	v := c.GetHeader(protocol.HeaderVersion)
 	if v == "" {
@@ -133,8 +137,18 @@ func (h *Handler) version(c *gin.Context) {
 			n, protocol.MinVersion, protocol.Version, protocol.Version)})
 		return
 	}
+	if n > protocol.Version {
+		h.fail(c, &scheduler.Error{Code: protocol.CodeProtocolTooNew, Message: fmt.Sprintf(
+			"protocol version %d is newer than this server's %d (it accepts %d..%d): send %s: %d or update the server",
+			n, protocol.Version, protocol.MinVersion, protocol.Version, protocol.HeaderVersion, protocol.Version)})
+		return
+	}
+	c.Set(clientVersionKey, n)
 	c.Next()
 }
+
+// clientVersionKey holds the caller's protocol version in the gin context.
+const clientVersionKey = "protocol"
 
 func (h *Handler) hostToken(c *gin.Context) {
 	tok, err := auth.Bearer(c.Request)
@@ -266,7 +280,7 @@ func (h *Handler) hostSelf(c *gin.Context) {
 		return
 	}
 	info := protocol.HostInfo{HostID: host.ID, Name: host.Name, Cores: host.Cores, GFLOPS: host.GFLOPS, Credit: host.Credit,
-		ResultsValid: host.ResultsValid, ResultsInvalid: host.ResultsInvalid, LastContact: host.LastContact}
+		ResultsValid: host.ResultsValid, ResultsInvalid: host.ResultsInvalid, ResultsFailed: host.ResultsFailed, ResultsFlagged: host.ResultsFlagged, LastContact: host.LastContact}
 	if n := host.ResultsValid + host.ResultsInvalid; n > 0 {
 		info.ErrorRate = float64(host.ResultsInvalid) / float64(n)
 	}
@@ -298,7 +312,7 @@ func (h *Handler) work(c *gin.Context) {
 	if !h.bind(c, &req, false) {
 		return
 	}
-	resp, err := h.s.RequestWork(c.Request.Context(), c.GetInt64("host"), &req)
+	resp, err := h.s.RequestWork(c.Request.Context(), c.GetInt64("host"), c.GetInt(clientVersionKey), &req)
 	if err != nil {
 		h.fail(c, err)
 		return

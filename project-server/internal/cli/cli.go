@@ -285,10 +285,19 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		fs.Float64Var(&cs.Hyper.LRDecay, "lr-decay", 0, "learning-rate factor per round in (0, 1]: round r trains at lr x lr-decay^r (default 1, constant)")
 		fs.Float64Var(&cs.Quorum, "quorum", 0, "quorum fraction 0.75..0.90 (default 0.8)")
 		fs.IntVar(&cs.WorkUnitsPerRound, "wus", 0, "work units per round (default 4)")
-		fs.IntVar(&cs.Rounds, "rounds", 0, "rounds (default 10)")
+		fs.IntVar(&cs.Rounds, "rounds", 0, "rounds; in async mode, model versions (default 10)")
+		fs.StringVar(&cs.Mode, "mode", "", "sync (quorum rounds, the default) or async (buffered versions)")
+		fs.IntVar(&cs.BufferSize, "buffer-size", 0, "async: K, results per version (default 3)")
+		fs.Float64Var(&cs.StalenessExponent, "staleness-exponent", 0, "async: a in the staleness weight (1+tau)^-a (default 0.5)")
+		fs.IntVar(&cs.MaxStaleness, "max-staleness", 0, "async: results more versions behind are refused as stale (default 8)")
+		fs.IntVar(&cs.EvalEvery, "eval-every", 0, "async: evaluate every E versions (default 1)")
+		fs.StringVar(&cs.ServerOptimizer, "server-optimizer", "", "sgd (plain averaging, the default), momentum (FedAvgM) or adam (FedAdam)")
+		fs.Float64Var(&cs.ServerLR, "server-lr", 0, "server learning rate eta_g (default 1; 0.01 for adam)")
+		fs.Float64Var(&cs.ServerMomentum, "server-momentum", 0, "server momentum, beta1 for adam (default 0.9 for momentum and adam)")
 		fs.DurationVar(&wuDeadline, "wu-deadline", 0, "work unit deadline (default 30m)")
 		fs.DurationVar(&roundDeadline, "round-deadline", 0, "round deadline (default 4 x wu-deadline)")
 		fs.Uint64Var(&cs.Seed, "seed", 0, "campaign seed (default random)")
+		fs.IntVar(&cs.MaxResultsPerAccount, "max-results-per-account", 0, "most results of one volunteer account merged per round, 0..wus (default 0, no bound)")
 		fs.BoolVar(&cs.Start, "start", false, "start at once")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -379,14 +388,14 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 			return printJSON(stdout, out)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ROUND\tSTATE\tISSUED\tACCEPTED\tNEEDED\tLATE\tINVALID\tSAMPLES\tFRAG ACC\tIMAGE ACC\tMODEL")
+		fmt.Fprintln(tw, "ROUND\tSTATE\tISSUED\tACCEPTED\tNEEDED\tLATE\tINVALID\tFAILED\tDUPLICATE\tOVER LIMIT\tSAMPLES\tFRAG ACC\tIMAGE ACC\tMODEL")
 		for _, r := range out {
 			fa, ia := "-", "-"
 			if r.Metrics != nil {
 				fa, ia = fmt.Sprintf("%.4f", r.Metrics.FragmentAccuracy), fmt.Sprintf("%.4f", r.Metrics.ImageAccuracy)
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.12s\n", r.Round, r.State, r.Issued, r.Accepted, r.Needed,
-				r.Late, r.Invalid, r.SamplesTrained, fa, ia, r.ResultModel)
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%.12s\n", r.Round, r.State, r.Issued, r.Accepted, r.Needed,
+				r.Late, r.Invalid, r.Failed, r.Duplicates, r.OverLimit, r.SamplesTrained, fa, ia, r.ResultModel)
 		}
 		return tw.Flush()
 	}
@@ -425,6 +434,22 @@ func overlay(fs *flag.FlagSet, dst, src *protocol.CampaignSpec) {
 			dst.WorkUnitsPerRound = src.WorkUnitsPerRound
 		case "rounds":
 			dst.Rounds = src.Rounds
+		case "mode":
+			dst.Mode = src.Mode
+		case "buffer-size":
+			dst.BufferSize = src.BufferSize
+		case "staleness-exponent":
+			dst.StalenessExponent = src.StalenessExponent
+		case "max-staleness":
+			dst.MaxStaleness = src.MaxStaleness
+		case "eval-every":
+			dst.EvalEvery = src.EvalEvery
+		case "server-optimizer":
+			dst.ServerOptimizer = src.ServerOptimizer
+		case "server-lr":
+			dst.ServerLR = src.ServerLR
+		case "server-momentum":
+			dst.ServerMomentum = src.ServerMomentum
 		case "seed":
 			dst.Seed = src.Seed
 		case "start":

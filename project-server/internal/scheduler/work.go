@@ -16,8 +16,10 @@ import (
 
 // RequestWork gives the host one work unit of a running campaign, or tells it when to
 // ask again. A host that already holds a live work unit of the current round gets that
-// same unit back, so a client that lost its answer loses nothing.
-func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol.WorkRequest) (*protocol.WorkResponse, error) {
+// same unit back, so a client that lost its answer loses nothing. clientVersion is the
+// protocol version the host speaks: a host older than protocol.AsyncVersion gets work of
+// synchronous campaigns only, whose answers it knows.
+func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, clientVersion int, req *protocol.WorkRequest) (*protocol.WorkResponse, error) {
 	if req.Threads < 0 || req.FreeMemoryBytes < 0 || req.FreeDiskBytes < 0 || req.GFLOPS < 0 || req.GFLOPS > 1e7 || math.IsNaN(req.GFLOPS) {
 		return nil, fail(protocol.CodeBadRequest, "threads, free_memory_bytes, free_disk_bytes and gflops must be non-negative")
 	}
@@ -35,6 +37,9 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 			return nil, err
 		}
 		if req.FreeDiskBytes > 0 && req.FreeDiskBytes < 2*ci.deltaMax {
+			continue
+		}
+		if clientVersion < protocol.AsyncVersion && ci.mode.KeepsUnits() {
 			continue
 		}
 		wu, err := s.issue(ctx, hostID, c, ci)
@@ -224,7 +229,7 @@ const (
 		FROM rounds r LEFT JOIN work_units w ON w.campaign_id = r.campaign_id AND w.round = r.round AND w.host_id = ?
 		WHERE r.campaign_id = ? AND r.round = ?`
 	qReissuable = `SELECT COUNT(*) FROM (SELECT 1 FROM work_units WHERE campaign_id = ? AND round = ?
-		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
+		AND (state IN ('` + store.WUExpired + `', '` + store.WUAborted + `', '` + store.WUFailed + `', '` + store.WUDuplicate + `', '` + store.WUOverLimit + `') OR (state = '` + store.WUIssued + `' AND deadline <= ?)) LIMIT 1) AS x`
 )
 
 var (
@@ -278,8 +283,8 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		}
 	}
 	if r.NextSlot >= r.Slots {
-		// Every slot is out: a reissue needs a unit past its deadline or released by
-		// a host that detached.
+		// Every slot is out: a reissue needs a unit past its deadline, released by a
+		// host that detached, reported failed, or whose result was not merged.
 		var n int64
 		if err := s.raw(s.read(ctx)).row(qReissuable, c.ID, c.Round, now).Scan(&n); err != nil {
 			return nil, err
@@ -287,6 +292,9 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 		if n == 0 {
 			return nil, nil
 		}
+	}
+	if full, err := s.accountFull(ctx, c, ci, hostID, now); err != nil || full {
+		return nil, err
 	}
 	if len(mine) > 0 {
 		// A second unit in one round goes to this host only if every other active host
@@ -378,6 +386,27 @@ func (s *Scheduler) issue(ctx context.Context, hostID int64, c *store.Campaign, 
 	return s.describe(ctx, c, ci, base, w), nil
 }
 
+// qAccountUnits counts the units of a round that the hosts of a host's account hold
+// (live) or have had merged.
+const qAccountUnits = `SELECT COUNT(*) FROM work_units w JOIN hosts h ON h.id = w.host_id
+	WHERE w.campaign_id = ? AND w.round = ? AND h.account_id = (SELECT account_id FROM hosts WHERE id = ?)
+	AND (w.state = '` + store.WUAccepted + `' OR (w.state = '` + store.WUIssued + `' AND w.deadline > ?))`
+
+// accountFull reports whether the host's account already holds or has had merged as
+// many units of the round as the campaign's MaxResultsPerAccount allows, so another
+// one would be work the round cannot merge. Without a bound it costs nothing.
+func (s *Scheduler) accountFull(ctx context.Context, c *store.Campaign, ci *campaignInfo, hostID int64, now time.Time) (bool, error) {
+	limit := ci.spec.MaxResultsPerAccount
+	if limit <= 0 {
+		return false, nil
+	}
+	var n int
+	if err := s.raw(s.read(ctx)).row(qAccountUnits, c.ID, c.Round, hostID, now).Scan(&n); err != nil {
+		return false, err
+	}
+	return n >= limit, nil
+}
+
 // fragmentCount scales the campaign's fragment range by the host's speed relative to
 // the fastest recently active host: the fastest get FragmentsMax, a host a tenth as fast
 // gets a tenth of the range above FragmentsMin. Hosts that report no speed get the
@@ -435,7 +464,7 @@ func (s *Scheduler) describe(ctx context.Context, c *store.Campaign, ci *campaig
 	hyper := ci.spec.Hyper
 	hyper.LearningRate = RoundLearningRate(hyper, w.Round)
 	return &protocol.WorkUnit{
-		ID: w.ID, CampaignID: c.ID, Round: w.Round,
+		ID: w.ID, CampaignID: c.ID, Kind: protocol.KindTrain, Round: w.Round,
 		BaseModel:    protocol.BlobRef{SHA256: base, Size: s.modelSize(ctx, base), URL: protocol.BlobPath(base)},
 		ModelSpec:    ci.modelSpec,
 		Classes:      ci.classes,
@@ -484,7 +513,7 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hostID, wuID int64, req *prot
 		switch {
 		case c.State == protocol.StateStopped || w.State == store.WUAborted:
 			resp.Abort, resp.Reason = true, "campaign_stopped"
-		case w.State == store.WUAccepted || w.State == store.WULate:
+		case w.State == store.WUAccepted || w.State == store.WULate || w.State == store.WUStale:
 			resp.Abort, resp.Reason = true, "round_closed" // its result is already in
 		}
 		if resp.Abort {

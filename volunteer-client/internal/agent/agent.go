@@ -4,7 +4,8 @@
 //
 // Order of business on every turn of the loop: a finished delta waiting for upload
 // comes first, then an unfinished work unit (resumed from its checkpoint), then new
-// work. Everything that must survive a crash is on disk (package checkpoint) before
+// work. A work unit whose training diverges (a NaN or infinite loss or delta) is
+// reported to the server as failed and dropped. Everything that must survive a crash is on disk (package checkpoint) before
 // the agent acts on it, so the loop can be killed at any instruction.
 package agent
 
@@ -17,6 +18,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"runtime"
 	"sync"
@@ -54,7 +56,8 @@ type Config struct {
 	// OnProgress, when set, hears every status change of the current work unit (the
 	// terminal progress bar).
 	OnProgress func(localapi.WorkUnit)
-	// MaxResults stops Run after this many uploads were answered (0: run forever).
+	// MaxResults stops Run after this many work units ended with an answered upload
+	// or failure report (0: run forever).
 	MaxResults int
 
 	Now       func() time.Time // clock for the time window; default time.Now
@@ -166,8 +169,8 @@ func (a *Agent) fail(err error) {
 	a.update(func(s *localapi.Status) { s.LastError, s.LastErrorAt = err.Error(), &now })
 }
 
-// Run loops until ctx ends (it then checkpoints and returns nil), MaxResults uploads
-// were answered, or a failure no retry can fix (unauthorized host, unusable state
+// Run loops until ctx ends (it then checkpoints and returns nil), MaxResults work
+// units were answered, or a failure no retry can fix (unauthorized host, unusable state
 // directory).
 func (a *Agent) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
@@ -428,12 +431,22 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 	a.update(func(s *localapi.Status) {
 		s.WorkUnit.Phase, s.WorkUnit.Progress, s.WorkUnit.Resumed = localapi.PhaseTraining, job.Progress(), meta != nil
 	})
-	if err := a.train(ctx, d, job); errors.Is(err, errDropped) {
+	epoch, err := a.train(ctx, d, job)
+	switch {
+	case errors.Is(err, errDropped):
 		return nil
-	} else if err != nil {
+	case errors.Is(err, ErrDiverged):
+		return a.giveUp(ctx, wu, job.Progress(), epoch, err)
+	case err != nil:
 		return err
 	}
 	delta, samples, loss, err := job.Result()
+	if err == nil && !finite(loss) {
+		err = fmt.Errorf("%w: the mean loss of the last epoch is %v", ErrDiverged, loss)
+	}
+	if errors.Is(err, ErrDiverged) {
+		return a.giveUp(ctx, wu, 1, epoch, fmt.Errorf("work unit %d: delta: %w", wu.ID, err))
+	}
 	if err != nil {
 		return fmt.Errorf("work unit %d: delta: %w", wu.ID, err)
 	}
@@ -455,7 +468,10 @@ type progress struct {
 	hb protocol.HeartbeatRequest
 }
 
-func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) error {
+// train runs the job's batches to the end and returns the last epoch trained. A batch
+// with a loss that is not finite ends it with an error matching ErrDiverged, before
+// the loss reaches a heartbeat, the status or a checkpoint.
+func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) (int, error) {
 	wu := &d.WorkUnit
 	wctx, cancel := context.WithCancelCause(ctx)
 	pr := &progress{hb: protocol.HeartbeatRequest{Progress: job.Progress()}}
@@ -511,10 +527,10 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 	}}
 	for {
 		if wctx.Err() != nil {
-			return stop()
+			return info.Epoch, stop()
 		}
 		if err := a.gate(wctx); err != nil {
-			return stop()
+			return info.Epoch, stop()
 		}
 		a.update(func(s *localapi.Status) { s.State, s.Reason = localapi.StateWorking, "" })
 		p := a.cfg.Prefs.Get()
@@ -522,10 +538,14 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 		var err error
 		// A batch runs to its end even when shutdown is asked for, so the checkpoint
 		// that follows is at a batch boundary.
-		info, err = job.Step(context.WithoutCancel(wctx))
+		next, err := job.Step(context.WithoutCancel(wctx))
 		if err != nil {
-			return fmt.Errorf("work unit %d: train: %w", wu.ID, err)
+			return info.Epoch, fmt.Errorf("work unit %d: train: %w", wu.ID, err)
 		}
+		if !finite(next.Loss) {
+			return next.Epoch, fmt.Errorf("work unit %d: %w: the loss is %v at epoch %d batch %d", wu.ID, ErrDiverged, next.Loss, next.Epoch, next.Batch)
+		}
+		info = next
 		dirty = true
 		prog := job.Progress()
 		pr.mu.Lock()
@@ -538,15 +558,15 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) er
 		})
 		if info.Done {
 			thr.account(time.Since(thr.wall), 0)
-			return nil
+			return info.Epoch, nil
 		}
 		if time.Since(lastCkpt) >= time.Duration(p.CheckpointSeconds)*time.Second {
 			if err := saveCkpt(); err != nil {
-				return err
+				return info.Epoch, err
 			}
 		}
 		if err := thr.end(wctx, p.CPULimitPercent); err != nil {
-			return stop()
+			return info.Epoch, stop()
 		}
 	}
 }
@@ -585,6 +605,49 @@ func (a *Agent) heartbeats(ctx context.Context, id int64, pr *progress, cancel c
 		}
 	}
 }
+
+// giveUp reports a work unit whose training diverged and drops it: training it again
+// would diverge again. The server records the failure and gives the slot to another
+// host; a unit the server has aborted (campaign stopped, host detached) or that a
+// server without failure reports (protocol version 1) does not know is dropped all the
+// same. Only a shutdown or a forgotten host keeps the unit, to report it after the
+// restart (resumed from its last checkpoint, it diverges again).
+func (a *Agent) giveUp(ctx context.Context, wu *protocol.WorkUnit, prog float64, epoch int, cause error) error {
+	a.fail(cause)
+	msg := cause.Error()
+	if len(msg) > maxFailureMessage {
+		msg = msg[:maxFailureMessage]
+	}
+	req := protocol.FailureRequest{Reason: protocol.FailureDiverged, Message: msg, Progress: min(max(prog, 0), 1), Epoch: max(epoch, 0)}
+	var resp *protocol.FailureResponse
+	err := a.retry(ctx, fmt.Sprintf("report failure of work unit %d", wu.ID), func(ctx context.Context) error {
+		var err error
+		resp, err = a.cfg.API.ReportFailure(ctx, wu.ID, req)
+		return err
+	})
+	switch {
+	case err == nil:
+		a.log.Warn("work unit failed: reported to the server", "work_unit", wu.ID, "round", resp.Round, "reissued", resp.Reissued,
+			"replayed", resp.Replayed, "cause", cause)
+	case ctx.Err() != nil, errors.Is(err, apiclient.ErrUnauthorized), errors.Is(err, apiclient.ErrUpgrade):
+		return err
+	case errors.Is(err, apiclient.ErrWUClosed):
+		a.log.Warn("work unit failed and dropped: the server had already closed it", "work_unit", wu.ID, "err", err)
+	default:
+		a.fail(fmt.Errorf("work unit %d dropped; its failure report was refused: %w", wu.ID, err))
+	}
+	a.mu.Lock()
+	a.results++
+	a.mu.Unlock()
+	return a.work.Clear()
+}
+
+// maxFailureMessage is the longest message a failure report carries (the server's
+// limit).
+const maxFailureMessage = 1000
+
+// finite reports whether v is neither NaN nor infinite.
+func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // upload sends a finished delta until the server answers; the same bytes every time,
 // so a retry after a lost answer is a replay the server recognises.

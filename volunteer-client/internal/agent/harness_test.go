@@ -40,6 +40,15 @@ type stepTrainer struct {
 	stepped  int
 	failNext error
 	burner   *burner // with burn > 0: the thread that burns
+	// diverge makes the work units it names diverge, as a poisoned base model does.
+	diverge map[int64]divergence
+}
+
+// divergence is how a work unit of stepTrainer goes wrong.
+type divergence struct {
+	at    int     // from this step on (1-based) the loss is loss; 0: never
+	loss  float64 // NaN or an infinity
+	delta error   // when set, Result fails with it (a non-finite delta)
 }
 
 // burner burns CPU on one locked OS thread, so a test can read that thread's
@@ -93,7 +102,7 @@ func (tr *stepTrainer) Prepare(ctx context.Context, wu *protocol.WorkUnit, baseP
 		return nil, err
 	}
 	tr.prepared = append(tr.prepared, prepareCall{WU: wu.ID, Resumed: st != nil, Threads: threads, CacheBytes: cacheBytes, BaseSize: fi.Size()})
-	j := &stepJob{tr: tr, seed: wu.Seed, n: tr.steps}
+	j := &stepJob{tr: tr, seed: wu.Seed, n: tr.steps, div: tr.diverge[wu.ID]}
 	if st != nil {
 		if err := json.Unmarshal(st, &j.s); err != nil {
 			return nil, err
@@ -121,6 +130,7 @@ type stepJob struct {
 	seed uint64
 	n    int
 	s    stepState
+	div  divergence
 }
 
 func (j *stepJob) Step(ctx context.Context) (agent.StepInfo, error) {
@@ -138,7 +148,11 @@ func (j *stepJob) Step(ctx context.Context) (agent.StepInfo, error) {
 	j.tr.mu.Lock()
 	j.tr.stepped++
 	j.tr.mu.Unlock()
-	return agent.StepInfo{Epoch: 0, Batch: j.s.Pos, Loss: 1 / float64(j.s.Pos), Samples: j.s.Pos * 4, Done: j.s.Pos >= j.n}, nil
+	loss := 1 / float64(j.s.Pos)
+	if j.div.at > 0 && j.s.Pos >= j.div.at {
+		loss = j.div.loss
+	}
+	return agent.StepInfo{Epoch: 0, Batch: j.s.Pos, Loss: loss, Samples: j.s.Pos * 4, Done: j.s.Pos >= j.n}, nil
 }
 
 // burnCPU spins until this thread has used about d of CPU time.
@@ -162,11 +176,18 @@ func (j *stepJob) Result() ([]byte, int, float64, error) {
 	if j.s.Pos < j.n {
 		return nil, 0, 0, errors.New("not done")
 	}
+	if j.div.delta != nil {
+		return nil, 0, 0, j.div.delta
+	}
 	b := make([]byte, 64)
 	for i := 0; i < 8; i++ {
 		binary.LittleEndian.PutUint64(b[i*8:], j.s.Acc+uint64(i))
 	}
-	return b, j.s.Pos * 4, 0.25, nil
+	loss := 0.25
+	if j.div.at > 0 {
+		loss = j.div.loss // the last epoch's mean takes in the non-finite batches
+	}
+	return b, j.s.Pos * 4, loss, nil
 }
 
 // harness is one client against one fake server.

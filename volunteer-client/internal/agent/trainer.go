@@ -30,7 +30,8 @@ type Job interface {
 	// Progress is the trained share, 0..1.
 	Progress() float64
 	// Result encodes W_trained - W_base as safetensors in the work unit's DeltaDType,
-	// with the samples trained and the mean loss of the last epoch.
+	// with the samples trained and the mean loss of the last epoch. A delta that is
+	// not finite in that dtype is an error matching ErrDiverged.
 	Result() (delta []byte, samples int, loss float64, err error)
 	// Close releases the job's memory.
 	Close()
@@ -51,6 +52,12 @@ var ErrBadWorkUnit = errors.New("work unit cannot be run")
 // ErrBadCheckpoint marks a saved training state Prepare cannot resume from; the agent
 // deletes it and starts the work unit again from the base model.
 var ErrBadCheckpoint = errors.New("checkpoint cannot be resumed")
+
+// ErrDiverged marks a work unit whose training cannot give a usable delta: the loss
+// or the delta is NaN or infinite (the base model was pushed too far off, or the
+// learning rate is too high). Training it again gives the same result, so the agent
+// reports the unit to the server as failed and drops it.
+var ErrDiverged = errors.New("training diverged")
 
 // ErrDoesNotFit marks a work unit that needs more memory or disk than the volunteer
 // allows; the agent drops it and says why.
@@ -104,6 +111,8 @@ func checkWorkUnit(wu *protocol.WorkUnit) error {
 	switch {
 	case wu.ID <= 0:
 		return fmt.Errorf("work unit with id %d", wu.ID)
+	case wu.Kind != "" && wu.Kind != protocol.KindTrain:
+		return bad("kind %q is not one this client runs (it runs %q)", wu.Kind, protocol.KindTrain)
 	case len(wu.BaseModel.SHA256) != 64:
 		return bad("base model sha256 %q is not 64 hex digits", wu.BaseModel.SHA256)
 	case wu.FragmentCount <= 0 || wu.FragmentSize <= 0:

@@ -61,7 +61,9 @@ func (e *APIError) Error() string {
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrLate:
-		return e.Code == protocol.CodeLate
+		// A stale result (asynchronous campaigns) is, like a late one, recorded and
+		// credited without being merged: the client drops it the same way.
+		return e.Code == protocol.CodeLate || e.Code == protocol.CodeStale
 	case ErrWUClosed:
 		return e.Code == protocol.CodeWUClosed
 	case ErrUnauthorized:
@@ -168,6 +170,18 @@ func (c *Client) RequestWork(ctx context.Context, req protocol.WorkRequest) (*pr
 func (c *Client) Heartbeat(ctx context.Context, id int64, req protocol.HeartbeatRequest) (*protocol.HeartbeatResponse, error) {
 	var out protocol.HeartbeatResponse
 	if err := c.doJSON(ctx, http.MethodPost, protocol.WorkPath(id, "heartbeat"), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// ReportFailure is POST /api/v1/work/{id}/failure (protocol version 2): the host gives
+// up a work unit it cannot finish. A 409 answer matches ErrWUClosed (aborted or
+// ended) or is a conflict (its result is already in); a server older than version 2
+// answers 404 (ErrNotFound). The report carries no non-finite number.
+func (c *Client) ReportFailure(ctx context.Context, id int64, req protocol.FailureRequest) (*protocol.FailureResponse, error) {
+	var out protocol.FailureResponse
+	if err := c.doJSON(ctx, http.MethodPost, protocol.WorkPath(id, "failure"), req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

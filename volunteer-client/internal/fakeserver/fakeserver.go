@@ -3,7 +3,8 @@
 // faults: 5xx answers, dropped connections, late or closed results, aborts in heartbeat
 // answers, and whole outages (the listener closed and reopened on the same port). It
 // checks what a real server checks on the client's side of the contract (protocol
-// header, bearer token, the result's sha256 header) and records every upload.
+// header, bearer token, the result's sha256 header) and records every upload and
+// failure report.
 package fakeserver
 
 import (
@@ -59,6 +60,7 @@ type Server struct {
 	// Records.
 	Uploads      []Upload
 	Heartbeats   map[int64][]protocol.HeartbeatRequest
+	Failures     map[int64][]protocol.FailureRequest // failure reports by work unit, refused ones too
 	WorkRequests []protocol.WorkRequest
 	Registered   []protocol.RegisterHostRequest
 	Updates      []protocol.HostUpdateRequest
@@ -79,7 +81,7 @@ func Start() (*Server, error) {
 	s := &Server{
 		hosts: map[string]int64{}, issued: map[int64]*protocol.WorkUnit{}, blobs: map[string][]byte{},
 		late: map[int64]bool{}, closed: map[int64]bool{}, abort: map[int64]string{}, accepted: map[int64]string{}, dropAns: map[int64]int{},
-		Heartbeats: map[int64][]protocol.HeartbeatRequest{}, Hits: map[string]int{},
+		Heartbeats: map[int64][]protocol.HeartbeatRequest{}, Failures: map[int64][]protocol.FailureRequest{}, Hits: map[string]int{},
 	}
 	if err := s.listen("127.0.0.1:0"); err != nil {
 		return nil, err
@@ -315,6 +317,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.heartbeat(w, r, id)
 		case rest[1] == "result" && r.Method == http.MethodPut:
 			s.result(w, r, id)
+		case rest[1] == "failure" && r.Method == http.MethodPost:
+			s.failure(w, r, id)
 		default:
 			writeErr(w, http.StatusNotFound, protocol.CodeNotFound, "no such route")
 		}
@@ -383,6 +387,29 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, id int64) {
 		resp.Abort, resp.Reason = true, reason
 	}
 	writeJSON(w, resp)
+}
+
+// failure records a failure report; a closed unit answers 409 wu_closed, as the
+// real server does for an aborted one.
+func (s *Server) failure(w http.ResponseWriter, r *http.Request, id int64) {
+	var req protocol.FailureRequest
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+		writeErr(w, http.StatusBadRequest, protocol.CodeBadRequest, err.Error())
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	wu, ok := s.issued[id]
+	if !ok {
+		writeErr(w, http.StatusNotFound, protocol.CodeNotFound, "work unit not issued")
+		return
+	}
+	s.Failures[id] = append(s.Failures[id], req)
+	if s.closed[id] {
+		writeErr(w, http.StatusConflict, protocol.CodeWUClosed, "work unit closed")
+		return
+	}
+	writeJSON(w, protocol.FailureResponse{Round: wu.Round, Reissued: true, Replayed: len(s.Failures[id]) > 1})
 }
 
 func (s *Server) result(w http.ResponseWriter, r *http.Request, id int64) {

@@ -286,7 +286,9 @@ func unwrap(b []byte) (lossAcc, []byte, error) {
 }
 
 // Result returns W_trained - W_base in the work unit's dtype. Float16 rounding of
-// tiny deltas is what the campaign chose when it allowed float16.
+// tiny deltas is what the campaign chose when it allowed float16. A delta with a NaN
+// or an infinity in that dtype (weights that blew up, or values past float16's range)
+// is an error matching agent.ErrDiverged: the server would refuse it.
 func (j *job) Result() ([]byte, int, float64, error) {
 	if !j.run.Done() {
 		return nil, 0, 0, errors.New("training is not finished")
@@ -312,6 +314,11 @@ func (j *job) Result() ([]byte, int, float64, error) {
 	b, err := safetensors.Marshal(delta, DType(j.wu.DeltaDType), meta)
 	if err != nil {
 		return nil, 0, 0, fmt.Errorf("encode delta: %w", err)
+	}
+	if _, err := safetensors.Decode(b, safetensors.Options{RequireFinite: true}); errors.Is(err, safetensors.ErrNonFinite) {
+		return nil, 0, 0, fmt.Errorf("%w: the delta: %w", agent.ErrDiverged, err)
+	} else if err != nil {
+		return nil, 0, 0, fmt.Errorf("check delta: %w", err)
 	}
 	loss := 0.0
 	if j.acc.N > 0 {
