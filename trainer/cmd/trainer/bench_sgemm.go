@@ -116,6 +116,6 @@ func sgemmRate(ctx context.Context, engine string, n, threads int, seconds float
 	mean := flop * float64(calls) / time.Since(start).Seconds() / 1e9
 	return &sgemmResult{
 		Engine: engine, BLAS: gemm.Backend(), BLASCore: gemm.BLASCore(), Kernel: gemm.Kernel(),
-		N: n, Threads: threads, Calls: calls, GFLOPs: round(best, 1), MeanGFLOPs: round(mean, 1),
+		N: n, Threads: threads, Calls: calls, GFLOPs: round(best, 3), MeanGFLOPs: round(mean, 3),
 	}, nil
 }
