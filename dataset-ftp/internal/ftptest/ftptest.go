@@ -103,9 +103,10 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if os.Getenv("TEXGRID_FTP_QUIET") != "" {
 		log = slog.New(slog.DiscardHandler)
 	}
+	serving := make(chan struct{})
 	srv, err := server.New(cfg, server.Options{Log: log, OnIndexed: func(ds string, m *manifest.Manifest, err error) {
 		env.record(Indexed{ds, m, err})
-	}})
+	}, OnServing: func() { close(serving) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +130,16 @@ func Start(t testing.TB, opts ...Option) *Env {
 		}
 	}
 	t.Cleanup(env.stop)
+	// Return only after the start-up scan: a test that then writes into Root by hand
+	// does not race the server's scan of it.
+	select {
+	case <-serving:
+	case err := <-done:
+		done <- err // for the cleanup's stop
+		t.Fatalf("server stopped before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server not serving within 30s")
+	}
 	return env
 }
 

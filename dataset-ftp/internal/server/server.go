@@ -35,6 +35,9 @@ type Options struct {
 	Log *slog.Logger
 	// OnIndexed is called after each automatic indexing of a dataset.
 	OnIndexed func(dataset string, m *manifest.Manifest, err error)
+	// OnServing is called once Serve has finished its start-up scan and serves
+	// sessions: from then on, files written into the root are not scanned again.
+	OnServing func()
 }
 
 // Server is one dataset-ftp instance. Create it with New and run it with Serve.
@@ -183,6 +186,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(&listener{Listener: ln, s: s}) }()
 	s.log.Info("serving", "addr", ln.Addr().String(), "root", s.rootDir, "tls", s.tlsConfig != nil, "tls_required", s.cfg.TLSRequired)
+	if s.opt.OnServing != nil {
+		s.opt.OnServing()
+	}
 
 	// goftp's Shutdown races with its Serve (both touch the listener and context
 	// unsynchronized), so the server is stopped by closing our own listener instead:
