@@ -36,6 +36,16 @@ type Controller interface {
 	Touch() // the Status shows something that changed outside the controller (preferences)
 }
 
+// MetricsSource is a Controller that also has Prometheus metrics; the API serves them
+// at GET PathMetrics, behind the same token as everything else, so only who can read
+// the state directory (and a Prometheus given the token file) sees them.
+type MetricsSource interface {
+	MetricsHandler() http.Handler
+}
+
+// PathMetrics is where the local API serves the client's metrics.
+const PathMetrics = "/metrics"
+
 // Server is a running local API.
 type Server struct {
 	Addr  string
@@ -157,6 +167,9 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 		c.Touch()
 		reply(w, http.StatusOK, np)
 	})
+	if ms, ok := c.(MetricsSource); ok {
+		mux.Handle("GET "+PathMetrics, ms.MetricsHandler())
+	}
 	mux.HandleFunc("DELETE "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
 		np, err := p.Reset()
 		if err != nil {
