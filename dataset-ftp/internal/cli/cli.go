@@ -90,6 +90,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	tlsRequired := fs.Bool("tls-required", false, "refuse every command before AUTH TLS")
 	anonymous := fs.Bool("anonymous", false, "allow anonymous read-only logins")
 	verbose := fs.Bool("v", false, "log every FTP command and reply")
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus GET /metrics over HTTP here, e.g. 127.0.0.1:9121 (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,6 +119,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			cfg.TLSRequired = *tlsRequired
 		case "anonymous":
 			cfg.Anonymous = *anonymous
+		case "metrics-listen":
+			cfg.MetricsListen = *metricsListen
 		}
 	})
 	srv, err := server.New(cfg, server.Options{Log: newLogger(stderr, *verbose)})
