@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/ftptest"
 	"github.com/texgrid/texgrid/dataset-ftp/internal/server"
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
@@ -114,6 +116,15 @@ func TestMetrics(t *testing.T) {
 		got := value(after, tc.metric, tc.label, tc.lv) - value(before, tc.metric, tc.label, tc.lv)
 		if got != tc.want {
 			t.Errorf("%s: %s moved by %v, want %v", tc.name, tc.metric, got, tc.want)
+		}
+	}
+	names, err := configs.DashboardMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "texgrid_ftp_") && after[n] == nil {
+			t.Errorf("the Grafana dashboard queries %s, which dataset-ftp does not export", n)
 		}
 	}
 	if got := value(after, "texgrid_ftp_index_runs_total", "result", "ok"); got < 1 {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/project-server/internal/api"
 	"github.com/texgrid/texgrid/project-server/internal/server"
 	"github.com/texgrid/texgrid/project-server/internal/weights"
@@ -161,6 +163,20 @@ func TestMetricsAfterTraffic(t *testing.T) {
 			}
 			if got := count(after) - count(before); got != tc.want {
 				t.Errorf("texgrid_rpc_duration_seconds{route=%q,code=%q} count moved by %d, want %d", tc.route, tc.code, got, tc.want)
+			}
+		}
+		// Every metric the shipped dashboard queries, but the client's and the FTP
+		// store's, is exported here: the dashboard cannot drift from the names.
+		names, err := configs.DashboardMetrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, "texgrid_client_") || strings.HasPrefix(n, "texgrid_ftp_") {
+				continue
+			}
+			if after[n] == nil {
+				t.Errorf("the Grafana dashboard queries %s, which the server does not export", n)
 			}
 		}
 		// The database pool is reported, and has served the requests above.

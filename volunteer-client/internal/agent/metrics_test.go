@@ -3,11 +3,13 @@ package agent_test
 import (
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/volunteer-client/internal/localserver"
 	"github.com/texgrid/texgrid/volunteer-client/localapi"
@@ -96,6 +98,15 @@ func TestMetricsOnLocalAPI(t *testing.T) {
 	}
 	if got := val("texgrid_client_training_seconds_total", "", ""); got <= 0 || got != a.Status().BusySeconds {
 		t.Errorf("texgrid_client_training_seconds_total = %v, want the status's busy seconds %v (> 0)", got, a.Status().BusySeconds)
+	}
+	names, err := configs.DashboardMetrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "texgrid_client_") && fams[n] == nil {
+			t.Errorf("the Grafana dashboard queries %s, which the client does not export", n)
+		}
 	}
 	if delta == 0 {
 		t.Fatal("the fake server recorded no upload body")
