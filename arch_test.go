@@ -20,10 +20,16 @@ type rule struct {
 // The import table of ARCHITECTURE.md. Keep the two in step.
 var rules = []rule{
 	{"project-server/protocol", nil},
+	{"project-server/client", []string{"project-server/protocol"}},
 	{"volunteer-client/localapi", nil},
+	{"volunteer-client/internal/tray", []string{"volunteer-client/localapi"}},
+	{"volunteer-client/cmd/volunteer-tray", []string{"volunteer-client/internal/tray"}},
 	{"dataset-ftp/manifest", []string{"trainer/data"}},
 	{"trainer", []string{"trainer", "configs"}},
 	{"dataset-ftp", []string{"dataset-ftp", "trainer"}},
+	{"project-server/internal/policy", []string{"project-server/protocol"}},
+	{"project-server/internal/aggregate", []string{"project-server/internal/weights", "trainer"}},
+	{"project-server/internal/weights", []string{"trainer"}},
 	{"project-server", []string{"project-server", "dataset-ftp/manifest", "dataset-ftp/ftpstore", "trainer", "migrations", "web", "configs"}},
 	{"volunteer-client", []string{"volunteer-client", "project-server/protocol", "dataset-ftp/manifest", "dataset-ftp/ftpstore", "trainer", "configs"}},
 	{"migrations", nil},
@@ -128,6 +134,10 @@ func TestRuleFor(t *testing.T) {
 		{"dataset-ftp/manifest", "dataset-ftp/internal/server", false},
 		{"trainer/nn", "dataset-ftp/manifest", false},
 		{"project-server/internal/api", "volunteer-client/localapi", false},
+		{"project-server/internal/policy", "project-server/internal/store", false},
+		{"project-server/internal/aggregate", "project-server/internal/scheduler", false},
+		{"project-server/internal/aggregate", "project-server/internal/weights", true},
+		{"project-server/internal/scheduler", "project-server/internal/policy", true},
 	}
 	for _, c := range cases {
 		r := ruleFor(c.pkg)

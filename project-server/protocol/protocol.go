@@ -6,9 +6,10 @@
 // # Versioning
 //
 // Version only goes up. Every request carries it in the Texgrid-Protocol header; the
-// server accepts MinVersion..Version and answers older clients with 426 and code
-// "upgrade_required", saying which version to install. Prefer adding a field or a
-// message over changing one.
+// server accepts MinVersion..Version, answers older clients with 426 and code
+// "upgrade_required", saying which version to install, and clients newer than itself
+// with 400 and code "protocol_too_new", saying which version it speaks. Prefer adding a
+// field or a message over changing one.
 //
 //	1 (2026-11-21): first version: hosts, work units, results, heartbeats, campaigns.
 //	1 (2026-11-21): optional Hyper.LRDecay (per-round learning-rate decay). No bump:
@@ -26,6 +27,19 @@
 //	  "account_limit", recorded and credited, not merged). RoundInfo.Duplicates and
 //	  OverLimit, HostInfo.ResultsFlagged and GET /api/v1/campaigns/{id}/rounds/{round}/results
 //	  (ResultInfo) show them. Old clients drop a unit on any final 409, as before.
+//	4 (2026-12-02): WorkUnit.Kind ("train"); campaign mode "async" (CampaignSpec
+//	  BufferSize, StalenessExponent, MaxStaleness, ServerLR, EvalEvery) with result
+//	  outcome and code "stale" (409) and ResultResponse.Version and Staleness; server
+//	  optimisers (CampaignSpec ServerOptimizer, ServerMomentum); codes
+//	  "method_not_allowed" (405) and "protocol_too_new" (400). Clients before
+//	  version 4 keep working: they are given work of synchronous campaigns only
+//	  (AsyncVersion), whose answers are unchanged.
+//	5 (2026-12-02): researcher ownership (403 "forbidden" on another researcher's
+//	  campaign; GET /campaigns lists the caller's own; admins see all) and new read
+//	  routes for the web UI: GET /hosts, GET /campaigns/{id}/rounds/{r}/work-units,
+//	  GET /models, GET /datasets, GET /campaigns/{id}/model, POST
+//	  /campaigns/{id}/classify (see researcher.go). Nothing a
+//	  version-1 client sends or reads changed.
 //
 // # Volunteer flow
 //
@@ -33,7 +47,9 @@
 // host token. Then, in a loop: POST /api/v1/work to get a WorkUnit; GET the base model
 // blob; train; POST heartbeats while working; PUT the delta to the result endpoint. A
 // 409 with code "late" means the round closed without this result: drop it and ask for
-// new work. A unit the host cannot finish (its training diverged) is reported with
+// new work. In an asynchronous campaign a 409 with code "stale" means the result was
+// trained on a version too old to merge; it was recorded and credited: drop it and ask
+// for new work. A unit the host cannot finish (its training diverged) is reported with
 // POST /api/v1/work/{id}/failure and dropped. Every call but registration sends
 // "Authorization: Bearer <host token>".
 package protocol
@@ -45,10 +61,15 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 3
+const Version = 5
 
 // MinVersion is the oldest client protocol version the server still accepts.
 const MinVersion = 1
+
+// AsyncVersion is the first protocol version whose clients are given work units of
+// asynchronous campaigns: older clients do not know the "stale" answer, so they get
+// work of synchronous campaigns only.
+const AsyncVersion = 4
 
 // Header names.
 const (
@@ -74,20 +95,23 @@ type ErrorBody struct {
 
 // Error codes. Clients branch on these, never on messages.
 const (
-	CodeBadRequest      = "bad_request"      // 400: malformed JSON or parameters
-	CodeUnauthorized    = "unauthorized"     // 401: missing or unknown token or account key
-	CodeForbidden       = "forbidden"        // 403: the token may not do this (another host's WU, a volunteer on a researcher route)
-	CodeNotFound        = "not_found"        // 404: unknown campaign, work unit, model or blob
-	CodeLate            = "late"             // 409: the round closed before this result arrived; it was recorded, not merged
-	CodeWUClosed        = "wu_closed"        // 409: the WU was reissued after its deadline or aborted; drop it
-	CodeConflict        = "conflict"         // 409: the action does not fit the object's state (start a done campaign)
-	CodeDuplicate       = "duplicate"        // 409: the delta is byte-identical to one already merged in the round; recorded, not merged or credited
-	CodeAccountLimit    = "account_limit"    // 409: the account has its campaign's most results in the round; recorded and credited, not merged
-	CodeInvalidDelta    = "invalid_delta"    // 422: the delta's names, shapes, values or norm are wrong
-	CodeTooLarge        = "too_large"        // 413: the body is over the size limit
-	CodeUpgradeRequired = "upgrade_required" // 426: the client's protocol version is too old
-	CodeRateLimited     = "rate_limited"     // 429: back off and retry after Retry-After
-	CodeInternal        = "internal"         // 500: the server failed; retry later
+	CodeBadRequest       = "bad_request"        // 400: malformed JSON or parameters
+	CodeUnauthorized     = "unauthorized"       // 401: missing or unknown token or account key
+	CodeForbidden        = "forbidden"          // 403: the token may not do this (another host's WU, a volunteer on a researcher route)
+	CodeNotFound         = "not_found"          // 404: unknown campaign, work unit, model or blob
+	CodeLate             = "late"               // 409: the round closed before this result arrived; it was recorded, not merged
+	CodeWUClosed         = "wu_closed"          // 409: the WU was reissued after its deadline or aborted; drop it
+	CodeConflict         = "conflict"           // 409: the action does not fit the object's state (start a done campaign)
+	CodeDuplicate        = "duplicate"          // 409: the delta is byte-identical to one already merged in the round; recorded, not merged or credited
+	CodeAccountLimit     = "account_limit"      // 409: the account has its campaign's most results in the round; recorded and credited, not merged
+	CodeInvalidDelta     = "invalid_delta"      // 422: the delta's names, shapes, values or norm are wrong
+	CodeTooLarge         = "too_large"          // 413: the body is over the size limit
+	CodeUpgradeRequired  = "upgrade_required"   // 426: the client's protocol version is too old
+	CodeProtocolTooNew   = "protocol_too_new"   // 400: the client's protocol version is newer than the server's (version 4)
+	CodeStale            = "stale"              // 409: async mode: the result's base version is over max_staleness behind; recorded and credited, not merged (version 4)
+	CodeMethodNotAllowed = "method_not_allowed" // 405: the path exists but not with this method (version 4)
+	CodeRateLimited      = "rate_limited"       // 429: back off and retry after Retry-After
+	CodeInternal         = "internal"           // 500: the server failed; retry later
 )
 
 // RegisterHostRequest is POST /api/v1/hosts, the only unauthenticated volunteer call.
@@ -177,8 +201,14 @@ type Hyper struct {
 // manifest's training split, see trainer/data.SampleFragments), from which base model,
 // with which hyper-parameters. It is a few KB, never pixels.
 type WorkUnit struct {
-	ID            int64      `json:"id"`
-	CampaignID    int64      `json:"campaign_id"`
+	ID         int64 `json:"id"`
+	CampaignID int64 `json:"campaign_id"`
+	// Kind says what the unit asks for: KindTrain. A client meets a kind it does not
+	// know only if it announced a protocol version that has it; absent means train
+	// (servers before version 4). Added in version 4.
+	Kind string `json:"kind,omitempty"`
+	// Round is the round of a synchronous campaign, or the model version the unit
+	// trains on in an asynchronous one.
 	Round         int        `json:"round"`
 	BaseModel     BlobRef    `json:"base_model"` // safetensors float32 weights W(round)
 	ModelSpec     []byte     `json:"model_spec"` // canonical spec JSON (trainer/spec)
@@ -193,6 +223,11 @@ type WorkUnit struct {
 	// FLOPs is the training cost the server will credit: samples x epochs x 3 x forward FLOPs.
 	FLOPs int64 `json:"flops"`
 }
+
+// Work unit kinds.
+const (
+	KindTrain = "train" // train BaseModel on the fragments and upload the delta
+)
 
 // HeartbeatRequest is POST /api/v1/work/{id}/heartbeat while the host trains.
 type HeartbeatRequest struct {
@@ -227,14 +262,20 @@ const (
 	// OutcomeOverLimit: the host's account already had MaxResultsPerAccount results
 	// merged in the round; credited, not merged (version 3).
 	OutcomeOverLimit = "over_limit"
+	OutcomeStale     = "stale" // async: valid but over max_staleness versions old; credited, not merged (version 4)
 )
 
-// ResultResponse answers a result upload (200 accepted; 409 late with an Error body).
+// ResultResponse answers a result upload (200 accepted; 409 late or stale with an
+// Error body).
 type ResultResponse struct {
-	Outcome  string  `json:"outcome"`
-	Round    int     `json:"round"`
-	Credit   float64 `json:"credit"`             // credit granted for this result
-	Replayed bool    `json:"replayed,omitempty"` // the result had already been accepted
+	Outcome string `json:"outcome"`
+	Round   int    `json:"round"` // the work unit's round (its base version in async mode)
+	// Version is the model version whose buffer took the result, and Staleness its
+	// distance from Round, in asynchronous campaigns (added in version 4).
+	Version   int     `json:"version,omitempty"`
+	Staleness int     `json:"staleness,omitempty"`
+	Credit    float64 `json:"credit"`             // credit granted for this result
+	Replayed  bool    `json:"replayed,omitempty"` // the result had already been accepted
 }
 
 // FailureRequest is POST /api/v1/work/{id}/failure (version 2): the host gives up a
@@ -271,6 +312,16 @@ func WorkPath(id int64, sub string) string {
 // BlobPath returns GET /api/v1/blobs/{sha256}: model versions, content-addressed.
 func BlobPath(sha string) string { return APIPrefix + "/blobs/" + sha }
 
+// CampaignPath returns /api/v1/campaigns/{id}, or its sub-resource or action
+// ("rounds", "pause", ...) when sub is not empty.
+func CampaignPath(id int64, sub string) string {
+	p := fmt.Sprintf("%s/campaigns/%d", APIPrefix, id)
+	if sub != "" {
+		p += "/" + sub
+	}
+	return p
+}
+
 // Researcher API. Every call needs "Authorization: Bearer <researcher token>".
 
 // Campaign states.
@@ -285,7 +336,15 @@ const (
 // Aggregation modes.
 const (
 	ModeSync  = "sync"  // rounds with a quorum; late results discarded
-	ModeAsync = "async" // staleness-weighted buffered updates (later)
+	ModeAsync = "async" // versions from staleness-weighted buffers of results (version 4)
+)
+
+// Server optimisers: how the averaged delta of a version (the pseudo-gradient) is
+// applied to the model (version 4).
+const (
+	OptimizerSGD      = "sgd"      // W += ServerLR x mean delta (the default)
+	OptimizerMomentum = "momentum" // FedAvgM: m = ServerMomentum x m + mean; W += ServerLR x m
+	OptimizerAdam     = "adam"     // FedAdam: Adam moments of the mean delta; W += ServerLR x m / (sqrt(v) + 1e-3)
 )
 
 // CampaignSpec is POST /api/v1/campaigns. Zero fields take the documented defaults.
@@ -313,9 +372,18 @@ type CampaignSpec struct {
 	// no more units of the round; a result over it is recorded and credited, not
 	// merged (version 3).
 	MaxResultsPerAccount int    `json:"max_results_per_account,omitempty"`
-	Mode                 string `json:"mode,omitempty"`  // default "sync"
-	Seed                 uint64 `json:"seed,omitempty"`  // campaign seed: initial weights and WU seeds
-	Start                bool   `json:"start,omitempty"` // create in running state
+	Mode                 string `json:"mode,omitempty"` // default "sync"
+	// Asynchronous mode (version 4). Rounds is then the number of versions to build.
+	BufferSize        int     `json:"buffer_size,omitempty"`        // K: results per version, default 3
+	StalenessExponent float64 `json:"staleness_exponent,omitempty"` // a in s(tau) = (1+tau)^-a, default 0.5 (0 takes the default)
+	MaxStaleness      int     `json:"max_staleness,omitempty"`      // results staler are refused as stale; default (and 0) 8
+	EvalEvery         int     `json:"eval_every,omitempty"`         // evaluate every E versions, default 1
+	// Server optimiser, both modes (version 4).
+	ServerOptimizer string  `json:"server_optimizer,omitempty"` // "sgd" (default), "momentum" or "adam"
+	ServerLR        float64 `json:"server_lr,omitempty"`        // eta_g, default 1 (sgd, momentum) or 0.01 (adam)
+	ServerMomentum  float64 `json:"server_momentum,omitempty"`  // beta of momentum, beta1 of adam; default 0.9
+	Seed            uint64  `json:"seed,omitempty"`             // campaign seed: initial weights and WU seeds
+	Start           bool    `json:"start,omitempty"`            // create in running state
 }
 
 // Duration is a time.Duration that reads and writes as a Go duration string ("30m").
@@ -376,6 +444,7 @@ type RoundInfo struct {
 	Issued         int        `json:"issued"`
 	Accepted       int        `json:"accepted"`
 	Late           int        `json:"late"`
+	Stale          int        `json:"stale,omitempty"` // async: refused as over max_staleness (version 4)
 	Invalid        int        `json:"invalid"`
 	Failed         int        `json:"failed"`     // units their host reported as failed (version 2)
 	Duplicates     int        `json:"duplicates"` // results byte-identical to a merged one, not merged (version 3)

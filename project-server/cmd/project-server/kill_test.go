@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/project-server/client"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/internal/weights"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -167,6 +168,21 @@ func (h *hostClient) retry(ctx context.Context, method, path string, body []byte
 	}
 }
 
+// untilAnswered repeats a researcher API call while the server is down (no answer, or
+// a 5xx), as hostClient.retry does for the volunteers' calls.
+func untilAnswered(ctx context.Context, call func() error) error {
+	for {
+		err := call()
+		if st := client.StatusOf(err); err == nil || (st != 0 && st < 500) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(20 * time.Millisecond) // the researcher's retry pause
+	}
+}
+
 func resolve(t *testing.T, wu *protocol.WorkUnit) []spec.Param {
 	sp, err := spec.Parse(wu.ModelSpec)
 	if err != nil {
@@ -198,7 +214,14 @@ func deltaFor(ps []spec.Param, wuID int64) []tensor.Named {
 // each time. The campaign must finish; every result acknowledged as accepted must be
 // merged, exactly once, and nothing else: each global model must equal the previous one
 // plus the mean of exactly the deltas the database lists as accepted for that round.
-func TestKill9(t *testing.T) {
+func TestKill9(t *testing.T) { kill9(t, protocol.ModeSync) }
+
+// TestKill9Async is TestKill9 on an asynchronous campaign (K = 3): each version must
+// equal the previous one plus the staleness-weighted mean of exactly the deltas
+// acknowledged as accepted into its buffer, each with weight (1 + tau)^-0.5.
+func TestKill9Async(t *testing.T) { kill9(t, protocol.ModeAsync) }
+
+func kill9(t *testing.T, mode string) {
 	if testing.Short() {
 		t.Skip("builds and kills the real binary")
 	}
@@ -227,21 +250,24 @@ func TestKill9(t *testing.T) {
 	}()
 
 	const rounds, wus = 60, 4
-	rc := &hostClient{addr: addr, token: researcher, hc: &http.Client{Timeout: 5 * time.Second}}
+	rc := client.New("http://"+addr, strings.TrimSpace(researcher), &http.Client{Timeout: 5 * time.Second})
 	// A budget for a machine busy with other tests (about 5 s on a quiet one); the
 	// campaign ends as soon as it is done.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cspec, _ := json.Marshal(protocol.CampaignSpec{Name: "kill", Dataset: "tex", Model: "tiny", FragmentSize: 16,
-		FragmentsMin: 10, FragmentsMax: 10, Quorum: 0.75, WorkUnitsPerRound: wus, Rounds: rounds, Seed: 42, Start: true})
+	cs := protocol.CampaignSpec{Name: "kill", Dataset: "tex", Model: "tiny", FragmentSize: 16,
+		FragmentsMin: 10, FragmentsMax: 10, Quorum: 0.75, WorkUnitsPerRound: wus, Rounds: rounds, Seed: 42, Start: true}
+	if mode == protocol.ModeAsync {
+		cs.Mode, cs.BufferSize, cs.MaxStaleness = mode, 3, 1000
+	}
 	var camp protocol.Campaign
-	if code, b, err := rc.retry(ctx, "POST", protocol.APIPrefix+"/campaigns", cspec, nil, &camp); err != nil || code != 201 {
-		t.Fatalf("create campaign: %d %s %v", code, b, err)
+	if err := untilAnswered(ctx, func() (err error) { camp, err = rc.CreateCampaign(ctx, cs); return err }); err != nil {
+		t.Fatalf("create campaign: %v", err)
 	}
 
 	var (
 		mu       sync.Mutex
-		accepted = map[int64]int{} // work unit -> round, acknowledged accepted
+		accepted = map[int64]int{} // work unit -> round (async: version) whose buffer took it, acknowledged accepted
 		late     = map[int64]bool{}
 		params   []spec.Param
 	)
@@ -269,7 +295,7 @@ func TestKill9(t *testing.T) {
 				}
 				if wr.WorkUnit == nil {
 					var c protocol.Campaign
-					rc.retry(ctx, "GET", fmt.Sprintf("%s/campaigns/%d", protocol.APIPrefix, camp.ID), nil, nil, &c)
+					untilAnswered(ctx, func() (err error) { c, err = rc.Campaign(ctx, camp.ID); return err })
 					if c.State == protocol.StateDone {
 						return
 					}
@@ -284,9 +310,10 @@ func TestKill9(t *testing.T) {
 				ps := params
 				mu.Unlock()
 				time.Sleep(time.Duration(2+rand.IntN(10)) * time.Millisecond) // "training": spreads the requests over time
-				if wu.Round == rounds-1 {
+				if wu.Round >= rounds/2 {
 					// The campaign may not end before the tenth kill, however fast
-					// this machine runs it: the last round's results wait for it.
+					// this machine runs it: results on the second half's rounds (or
+					// model versions) wait for it.
 					select {
 					case <-tenKills:
 					case <-ctx.Done():
@@ -305,8 +332,11 @@ func TestKill9(t *testing.T) {
 				case code == 200 && res.Outcome == protocol.OutcomeAccepted:
 					mu.Lock()
 					accepted[wu.ID] = wu.Round
+					if mode == protocol.ModeAsync {
+						accepted[wu.ID] = res.Version
+					}
 					mu.Unlock()
-				case code == 409 && strings.Contains(string(b), `"late"`):
+				case code == 409 && (strings.Contains(string(b), `"late"`) || strings.Contains(string(b), `"stale"`)):
 					mu.Lock()
 					late[wu.ID] = true
 					mu.Unlock()
@@ -366,17 +396,27 @@ func TestKill9(t *testing.T) {
 	}
 	for _, r := range rs {
 		var res []store.Result
-		db.Where("campaign_id = ? AND round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Find(&res)
+		db.Where("campaign_id = ? AND buffer_round = ? AND outcome = ?", c.ID, r.Round, protocol.OutcomeAccepted).Order("id").Find(&res)
 		if len(res) != r.Needed || r.Accepted != r.Needed || len(byRound[r.Round]) != r.Needed {
 			t.Fatalf("round %d: %d accepted rows, counter %d, %d acknowledged, needed %d", r.Round, len(res), r.Accepted, len(byRound[r.Round]), r.Needed)
 		}
 		base := readModel(t, dataDir, r.BaseModel)
 		got := readModel(t, dataDir, r.ResultModel)
 		sums := map[string][]float64{}
+		total := 0.0
 		for _, x := range res {
-			if _, ok := accepted[x.WorkUnitID]; !ok {
-				t.Fatalf("round %d merged unit %d, which was never acknowledged as accepted", r.Round, x.WorkUnitID)
+			if v, ok := accepted[x.WorkUnitID]; !ok || v != r.Round {
+				t.Fatalf("round %d merged unit %d, which was never acknowledged as accepted into it", r.Round, x.WorkUnitID)
 			}
+			wantW := 1.0
+			if mode == protocol.ModeAsync {
+				wantW = math.Pow(1+float64(x.Staleness), -0.5)
+			}
+			if x.Staleness != x.BufferRound-x.Round || math.Abs(x.Weight-wantW) > 1e-12 {
+				t.Fatalf("round %d: unit %d of round %d has staleness %d and weight %g, want %d and %g",
+					r.Round, x.WorkUnitID, x.Round, x.Staleness, x.Weight, x.BufferRound-x.Round, wantW)
+			}
+			total += x.Weight
 			for _, d := range deltaFor(params, x.WorkUnitID) {
 				s := sums[d.Name]
 				if s == nil {
@@ -384,20 +424,20 @@ func TestKill9(t *testing.T) {
 					sums[d.Name] = s
 				}
 				for i, v := range d.T.Data {
-					s[i] += float64(v)
+					s[i] += x.Weight * float64(v)
 				}
 			}
 		}
 		for name, w := range base {
 			for i, v := range w.Data {
-				want := float32(float64(v) + sums[name][i]/float64(len(res)))
+				want := float32(float64(v) + sums[name][i]/total)
 				if math.Float32bits(want) != math.Float32bits(got[name].Data[i]) {
 					t.Fatalf("round %d: %s[%d] = %v, want W + mean(accepted) = %v", r.Round, name, i, got[name].Data[i], want)
 				}
 			}
 		}
 	}
-	t.Logf("%d kills, %d rounds, %d accepted, %d late", kills, len(rs), len(accepted), len(late))
+	t.Logf("%s: %d kills, %d rounds, %d accepted, %d late or stale", mode, kills, len(rs), len(accepted), len(late))
 }
 
 func readModel(t *testing.T, dataDir, sha string) map[string]*tensor.Tensor {

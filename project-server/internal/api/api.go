@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/texgrid/texgrid/project-server/internal/auth"
+	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -32,15 +33,20 @@ var ServerVersion = "dev"
 
 // Handler serves the API over a scheduler.
 type Handler struct {
-	s       *scheduler.Scheduler
-	metrics *Metrics
-	log     *slog.Logger
+	s        *scheduler.Scheduler
+	metrics  *Metrics
+	log      *slog.Logger
+	people   *auth.People
+	datasets datasets.Source
 }
 
 // New builds the gin engine with every route.
-func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
+func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger, opts ...Option) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{s: s, metrics: m, log: log}
+	h := &Handler{s: s, metrics: m, log: log, people: &auth.People{DB: s.DB()}}
+	for _, o := range opts {
+		o(h)
+	}
 	r := gin.New()
 	r.Use(h.recover, h.observe)
 	r.NoRoute(func(c *gin.Context) {
@@ -48,8 +54,8 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	})
 	r.HandleMethodNotAllowed = true
 	r.NoMethod(func(c *gin.Context) {
-		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, protocol.ErrorBody{Error: &protocol.Error{Code: protocol.CodeBadRequest,
-			Message: fmt.Sprintf("method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path)}})
+		h.fail(c, &scheduler.Error{Code: protocol.CodeMethodNotAllowed,
+			Message: fmt.Sprintf("method %s is not allowed on %s", c.Request.Method, c.Request.URL.Path)})
 	})
 	if m != nil {
 		r.GET("/metrics", gin.WrapH(m.Handler()))
@@ -73,10 +79,11 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	res := api.Group("/campaigns", h.researcherToken)
 	res.POST("", h.createCampaign)
 	res.GET("", h.listCampaigns)
-	res.GET("/:id", h.getCampaign)
-	res.GET("/:id/rounds", h.rounds)
-	res.GET("/:id/rounds/:round/results", h.roundResults)
-	res.POST("/:id/:action", h.act)
+	res.GET("/:id", h.owner, h.getCampaign)
+	res.GET("/:id/rounds", h.owner, h.rounds)
+	res.GET("/:id/rounds/:round/results", h.owner, h.roundResults)
+	res.POST("/:id/:action", h.owner, h.act)
+	h.viewRoutes(api)
 	return r
 }
 
@@ -85,7 +92,7 @@ func (h *Handler) fail(c *gin.Context, err error) {
 	if e.Code == protocol.CodeInternal {
 		h.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
 	}
-	c.AbortWithStatusJSON(scheduler.Status(e.Code), protocol.ErrorBody{Error: &protocol.Error{Code: e.Code, Message: e.Message}})
+	c.AbortWithStatusJSON(Status(e.Code), protocol.ErrorBody{Error: &protocol.Error{Code: e.Code, Message: e.Message}})
 }
 
 func (h *Handler) recover(c *gin.Context) {
@@ -116,7 +123,9 @@ func (h *Handler) observe(c *gin.Context) {
 }
 
 // version enforces the Texgrid-Protocol header: missing or malformed is 400, older than
-// protocol.MinVersion is 426 naming the version to install.
+// protocol.MinVersion is 426 naming the version to install, newer than protocol.Version
+// is 400 protocol_too_new naming the version this server speaks. The version is kept
+// on the request for the handlers (see clientVersion).
 func (h *Handler) version(c *gin.Context) {
 	v := c.GetHeader(protocol.HeaderVersion)
 	if v == "" {
@@ -135,8 +144,18 @@ func (h *Handler) version(c *gin.Context) {
 			n, protocol.MinVersion, protocol.Version, protocol.Version)})
 		return
 	}
+	if n > protocol.Version {
+		h.fail(c, &scheduler.Error{Code: protocol.CodeProtocolTooNew, Message: fmt.Sprintf(
+			"protocol version %d is newer than this server's %d (it accepts %d..%d): send %s: %d or update the server",
+			n, protocol.Version, protocol.MinVersion, protocol.Version, protocol.HeaderVersion, protocol.Version)})
+		return
+	}
+	c.Set(clientVersionKey, n)
 	c.Next()
 }
+
+// clientVersionKey holds the caller's protocol version in the gin context.
+const clientVersionKey = "protocol"
 
 func (h *Handler) hostToken(c *gin.Context) {
 	tok, err := auth.Bearer(c.Request)
@@ -300,7 +319,7 @@ func (h *Handler) work(c *gin.Context) {
 	if !h.bind(c, &req, false) {
 		return
 	}
-	resp, err := h.s.RequestWork(c.Request.Context(), c.GetInt64("host"), &req)
+	resp, err := h.s.RequestWork(c.Request.Context(), c.GetInt64("host"), c.GetInt(clientVersionKey), &req)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -392,6 +411,9 @@ func (h *Handler) createCampaign(c *gin.Context) {
 
 func (h *Handler) listCampaigns(c *gin.Context) {
 	cs, err := h.s.Campaigns(c.Request.Context())
+	if err == nil {
+		cs, err = h.visible(c, cs)
+	}
 	if err != nil {
 		h.fail(c, err)
 		return

@@ -32,7 +32,7 @@ func NewMetrics(db *store.DB) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"method", "route", "code"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "texgrid_results_total", Help: "Results read in full and failure reports, by outcome (accepted, late, invalid, failed).",
+			Name: "texgrid_results_total", Help: "Results read in full and failure reports, by outcome (accepted, late, duplicate, over_limit, invalid, failed).",
 		}, []string{"outcome"}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{Name: "texgrid_work_units_issued_total", Help: "Work units issued (including reissues)."}),
 		closed: prometheus.NewCounter(prometheus.CounterOpts{Name: "texgrid_rounds_closed_total", Help: "Rounds closed by this process."}),

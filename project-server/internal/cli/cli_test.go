@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -69,6 +71,22 @@ func TestCommands(t *testing.T) {
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
 	common := []string{"--server", ts.URL, "--token", tok}
+	out := t.TempDir()
+	img := image.NewGray(image.Rect(0, 0, 40, 40))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i * 7)
+	}
+	var pngBuf bytes.Buffer
+	if err := png.Encode(&pngBuf, img); err != nil {
+		t.Fatal(err)
+	}
+	imgPath, notImg := filepath.Join(out, "tex.png"), filepath.Join(out, "notes.txt")
+	if err := os.WriteFile(imgPath, pngBuf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notImg, []byte("not an image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -81,6 +99,11 @@ func TestCommands(t *testing.T) {
 		{"start", append([]string{"campaign", "start", "1"}, common...), 0, "running"},
 		{"show", append([]string{"campaign", "show", "1"}, common...), 0, `"quorum": 0.75`},
 		{"rounds", append([]string{"campaign", "rounds", "1"}, common...), 0, "open"},
+		{"model as ONNX", append([]string{"campaign", "model", "1", "-o", filepath.Join(out, "m.onnx")}, common...), 0, "bytes"},
+		{"model without -o", append([]string{"campaign", "model", "1"}, common...), 1, "usage"},
+		{"model in an unknown format", append([]string{"campaign", "model", "1", "--format", "pt", "-o", filepath.Join(out, "m.pt")}, common...), 1, `format "pt"`},
+		{"classify", append([]string{"campaign", "classify", "1", imgPath}, common...), 0, "fragments"},
+		{"classify a text file", append([]string{"campaign", "classify", "1", notImg}, common...), 1, "not a PNG or JPEG"},
 		{"start twice", append([]string{"campaign", "start", "1"}, common...), 1, "cannot start"},
 		{"stop", append([]string{"campaign", "stop", "1"}, common...), 0, "stopped"},
 		{"unknown campaign", append([]string{"campaign", "show", "42"}, common...), 1, "does not exist"},
@@ -89,6 +112,18 @@ func TestCommands(t *testing.T) {
 			"--fragment-size", "16", "--lr", "0.02", "--lr-decay", "0.5", "--json"}, common...), 0, `"lr_decay": 0.5`},
 		{"bad lr decay", append([]string{"campaign", "create", "--name", "x", "--dataset", "tex", "--model", "tiny",
 			"--fragment-size", "16", "--lr-decay", "1.5"}, common...), 1, "hyper.lr_decay 1.5 must be in (0, 1]"},
+		{"async", append([]string{"campaign", "create", "--name", "async", "--dataset", "tex", "--model", "tiny", "--fragment-size", "16",
+			"--mode", "async", "--buffer-size", "3", "--staleness-exponent", "0.7", "--max-staleness", "5", "--eval-every", "2",
+			"--server-optimizer", "momentum", "--server-lr", "0.8", "--server-momentum", "0.6", "--json"}, common...), 0,
+			`"buffer_size": 3,
+    "staleness_exponent": 0.7,
+    "max_staleness": 5,
+    "eval_every": 2,
+    "server_optimizer": "momentum",
+    "server_lr": 0.8,
+    "server_momentum": 0.6`},
+		{"async option on a sync campaign", append([]string{"campaign", "create", "--name", "x", "--dataset", "tex", "--model", "tiny",
+			"--fragment-size", "16", "--buffer-size", "3"}, common...), 1, "belong to mode"},
 		{"max results per account", append([]string{"campaign", "create", "--name", "bounded", "--dataset", "tex", "--model", "tiny",
 			"--fragment-size", "16", "--wus", "4", "--max-results-per-account", "2", "--json"}, common...), 0, `"max_results_per_account": 2`},
 		{"negative max results per account", append([]string{"campaign", "create", "--name", "x", "--dataset", "tex", "--model", "tiny",

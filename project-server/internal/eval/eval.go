@@ -93,7 +93,8 @@ var ErrNothing = errors.New("no round to evaluate")
 // next evaluates the oldest closed round without metrics; it reports whether it found one.
 func (r *Runner) next(ctx context.Context) (bool, error) {
 	var rd store.Round
-	err := r.db.WithContext(ctx).Where("state = ? AND metrics_json IS NULL AND eval_error = ''", store.RoundClosed).
+	// A closed round without its result model is a close in progress: not yet.
+	err := r.db.WithContext(ctx).Where("state = ? AND result_model <> '' AND metrics_json IS NULL AND eval_error = ''", store.RoundClosed).
 		Order("campaign_id, round").Take(&rd).Error
 	if err != nil {
 		if errors.Is(store.NotFound(err), store.ErrNotFound) {

@@ -18,7 +18,9 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/texgrid/texgrid/configs"
+	"github.com/texgrid/texgrid/project-server/internal/aggregate"
 	"github.com/texgrid/texgrid/project-server/internal/datasets"
+	"github.com/texgrid/texgrid/project-server/internal/policy"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/internal/weights"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -41,6 +43,13 @@ const (
 	DefaultWUDeadline   = 30 * time.Minute
 	DefaultMaxAttempts  = 3
 	DefaultMaxDeltaNorm = 1e3
+	// Asynchronous mode and server optimiser defaults.
+	DefaultBufferSize        = 3
+	DefaultStalenessExponent = 0.5
+	DefaultMaxStaleness      = 8
+	DefaultServerLR          = 1.0
+	DefaultServerLRAdam      = 0.01
+	DefaultServerMomentum    = 0.9
 	// MinQuorum and MaxQuorum bound the quorum fraction.
 	MinQuorum = 0.75
 	MaxQuorum = 0.90
@@ -100,6 +109,26 @@ func Defaults(c *protocol.CampaignSpec) error {
 	if c.Mode == "" {
 		c.Mode = protocol.ModeSync
 	}
+	if c.Mode == protocol.ModeAsync {
+		setInt(&c.BufferSize, DefaultBufferSize)
+		setInt(&c.MaxStaleness, DefaultMaxStaleness)
+		setInt(&c.EvalEvery, 1)
+		if c.StalenessExponent == 0 {
+			c.StalenessExponent = DefaultStalenessExponent
+		}
+	}
+	if c.ServerOptimizer == "" {
+		c.ServerOptimizer = protocol.OptimizerSGD
+	}
+	if c.ServerLR == 0 {
+		c.ServerLR = DefaultServerLR
+		if c.ServerOptimizer == protocol.OptimizerAdam {
+			c.ServerLR = DefaultServerLRAdam
+		}
+	}
+	if c.ServerMomentum == 0 && c.ServerOptimizer != protocol.OptimizerSGD {
+		c.ServerMomentum = DefaultServerMomentum
+	}
 	switch {
 	case c.FragmentSize < 8 || c.FragmentSize > 4096:
 		return bad("fragment_size %d is outside 8..4096", c.FragmentSize)
@@ -133,10 +162,30 @@ func Defaults(c *protocol.CampaignSpec) error {
 		return bad("delta_dtype %q: want float32 or float16", c.DeltaDType)
 	case !(c.MaxDeltaNorm > 0) || math.IsInf(c.MaxDeltaNorm, 0):
 		return bad("max_delta_norm %g must be positive and finite", c.MaxDeltaNorm)
+	case c.Mode != protocol.ModeSync && c.Mode != protocol.ModeAsync:
+		return bad("mode %q: want %q or %q", c.Mode, protocol.ModeSync, protocol.ModeAsync)
+	case c.Mode == protocol.ModeSync && (c.BufferSize != 0 || c.StalenessExponent != 0 || c.MaxStaleness != 0 || c.EvalEvery != 0):
+		return bad("buffer_size, staleness_exponent, max_staleness and eval_every belong to mode %q; this campaign is %q", protocol.ModeAsync, c.Mode)
+	case c.Mode == protocol.ModeAsync && (c.BufferSize < 1 || c.BufferSize > 100000):
+		return bad("buffer_size %d is outside 1..100000", c.BufferSize)
+	case c.Mode == protocol.ModeAsync && (!(c.StalenessExponent > 0 && c.StalenessExponent <= 10)):
+		return bad("staleness_exponent %g must be in (0, 10]", c.StalenessExponent)
+	case c.Mode == protocol.ModeAsync && (c.MaxStaleness < 0 || c.MaxStaleness > 100000):
+		return bad("max_staleness %d is outside 0..100000", c.MaxStaleness)
+	case c.Mode == protocol.ModeAsync && (c.EvalEvery < 1 || c.EvalEvery > 100000):
+		return bad("eval_every %d is outside 1..100000", c.EvalEvery)
+	case c.ServerOptimizer != protocol.OptimizerSGD && c.ServerOptimizer != protocol.OptimizerMomentum && c.ServerOptimizer != protocol.OptimizerAdam:
+		return bad("server_optimizer %q: want %q, %q or %q", c.ServerOptimizer, protocol.OptimizerSGD, protocol.OptimizerMomentum, protocol.OptimizerAdam)
+	case !(c.ServerLR > 0 && c.ServerLR <= 100):
+		return bad("server_lr %g must be in (0, 100]", c.ServerLR)
+	case !(c.ServerMomentum >= 0 && c.ServerMomentum < 1):
+		return bad("server_momentum %g must be in [0, 1)", c.ServerMomentum)
+	case c.ServerOptimizer == protocol.OptimizerSGD && c.ServerMomentum != 0:
+		return bad("server_momentum %g needs server_optimizer %q or %q", c.ServerMomentum, protocol.OptimizerMomentum, protocol.OptimizerAdam)
+	case c.Mode == protocol.ModeAsync && c.MaxResultsPerAccount != 0:
+		return bad("max_results_per_account bounds the rounds of mode %q; this campaign is %q", protocol.ModeSync, c.Mode)
 	case c.MaxResultsPerAccount < 0 || c.MaxResultsPerAccount > c.WorkUnitsPerRound:
 		return bad("max_results_per_account %d is outside 0..work_units_per_round (%d); 0 means no bound", c.MaxResultsPerAccount, c.WorkUnitsPerRound)
-	case c.Mode != protocol.ModeSync:
-		return bad("mode %q is not supported yet; use %q", c.Mode, protocol.ModeSync)
 	}
 	// The trainer steps in float32: a decay that takes the last round's rate below the
 	// smallest normal float32 would train that round with a rate of (nearly) zero.
@@ -168,11 +217,8 @@ func RoundLearningRate(h protocol.Hyper, round int) float64 {
 	return h.LearningRate * math.Pow(h.LRDecay, float64(round))
 }
 
-// Needed is the quorum count: ceil(quorum x wus), at least 1.
-func Needed(quorum float64, wus int) int {
-	n := int(math.Ceil(quorum*float64(wus) - 1e-9))
-	return max(1, min(n, wus))
-}
+// Needed is the quorum count: ceil(quorum x wus), at least 1 (policy.Needed).
+func Needed(quorum float64, wus int) int { return policy.Needed(quorum, wus) }
 
 // campaignInfo is what the hot paths need about a campaign, parsed once.
 type campaignInfo struct {
@@ -182,6 +228,9 @@ type campaignInfo struct {
 	classes   []string
 	dtype     string // header dtype of deltas
 	deltaMax  int64  // largest acceptable delta upload in bytes
+	mode      policy.Mode
+	agg       aggregate.Aggregator
+	opt       aggregate.Optimizer
 }
 
 func (s *Scheduler) info(c *store.Campaign) (*campaignInfo, error) {
@@ -209,6 +258,23 @@ func (s *Scheduler) info(c *store.Campaign) (*campaignInfo, error) {
 		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
 	}
 	ci.deltaMax = weights.FileSize(ci.resolved.Params, ci.dtype, nil) + weights.MaxHeaderBytes
+	if ci.mode, err = policy.For(&ci.spec); err != nil {
+		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
+	}
+	aggName := aggregate.NameMean
+	if ci.spec.WeightBySamples {
+		aggName = aggregate.NameSampleWeight
+	}
+	if ci.agg, err = aggregate.For(aggName); err != nil {
+		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
+	}
+	// Campaigns created before server optimisers existed average plainly.
+	if ci.spec.ServerLR == 0 {
+		ci.spec.ServerLR = DefaultServerLR
+	}
+	if ci.opt, err = aggregate.NewOptimizer(ci.spec.ServerOptimizer, ci.spec.ServerLR, ci.spec.ServerMomentum); err != nil {
+		return nil, fmt.Errorf("campaign %d: %w", c.ID, err)
+	}
 	s.specMu.Lock()
 	s.specs[c.ID] = ci
 	s.specMu.Unlock()
@@ -356,8 +422,12 @@ func (s *Scheduler) startLocked(tx *gorm.DB, c *store.Campaign, cs *protocol.Cam
 		return err
 	}
 	if n == 0 {
+		mode, err := policy.For(cs)
+		if err != nil {
+			return err
+		}
 		r := store.Round{CampaignID: c.ID, Round: c.Round, State: store.RoundOpen, BaseModel: c.ModelSHA256,
-			Slots: cs.WorkUnitsPerRound, Needed: Needed(cs.Quorum, cs.WorkUnitsPerRound),
+			Slots: mode.Slots(), Needed: mode.Needed(),
 			OpenedAt: now, Deadline: now.Add(time.Duration(cs.RoundDeadline))}
 		if err := tx.Create(&r).Error; err != nil {
 			return err
@@ -488,7 +558,8 @@ func (s *Scheduler) Rounds(ctx context.Context, id int64) ([]protocol.RoundInfo,
 	out := make([]protocol.RoundInfo, 0, len(rs))
 	for _, r := range rs {
 		ri := protocol.RoundInfo{Round: r.Round, State: r.State, BaseModel: r.BaseModel, ResultModel: r.ResultModel,
-			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Invalid: r.Invalid, Failed: r.Failed, Duplicates: r.Duplicates, OverLimit: r.OverLimit, Needed: r.Needed,
+			Issued: r.Issued, Accepted: r.Accepted, Late: r.Late, Stale: r.Stale, Invalid: r.Invalid, Failed: r.Failed, Duplicates: r.Duplicates,
+			OverLimit: r.OverLimit, Needed: r.Needed,
 			OpenedAt: r.OpenedAt, ClosedAt: r.ClosedAt, SamplesTrained: r.SamplesTrained}
 		if r.MetricsJSON != nil {
 			var m protocol.Metrics

@@ -3,14 +3,13 @@ package scheduler
 import (
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/texgrid/texgrid/project-server/protocol"
 )
 
-// Error is a refusal the API passes to the caller as a protocol.Error: a code from the
-// protocol and a message naming what was wrong. Nothing was changed unless the code is
-// invalid_delta, late, duplicate or account_limit, which are recorded.
+// Error is a domain refusal: a code from the protocol and a message naming what was
+// wrong. The API maps the code to its HTTP status. Nothing was changed unless the code
+// is invalid_delta, late, stale, duplicate or account_limit, which are recorded.
 type Error struct {
 	Code    string
 	Message string
@@ -31,6 +30,7 @@ var (
 	ErrForbidden    = &Error{Code: protocol.CodeForbidden}
 	ErrNotFound     = &Error{Code: protocol.CodeNotFound}
 	ErrLate         = &Error{Code: protocol.CodeLate}
+	ErrStale        = &Error{Code: protocol.CodeStale}
 	ErrWUClosed     = &Error{Code: protocol.CodeWUClosed}
 	ErrConflict     = &Error{Code: protocol.CodeConflict}
 	ErrInvalidDelta = &Error{Code: protocol.CodeInvalidDelta}
@@ -39,31 +39,6 @@ var (
 
 func fail(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
-}
-
-// Status returns the HTTP status for a protocol error code.
-func Status(code string) int {
-	switch code {
-	case protocol.CodeBadRequest:
-		return http.StatusBadRequest
-	case protocol.CodeUnauthorized:
-		return http.StatusUnauthorized
-	case protocol.CodeForbidden:
-		return http.StatusForbidden
-	case protocol.CodeNotFound:
-		return http.StatusNotFound
-	case protocol.CodeLate, protocol.CodeWUClosed, protocol.CodeConflict, protocol.CodeDuplicate, protocol.CodeAccountLimit:
-		return http.StatusConflict
-	case protocol.CodeInvalidDelta:
-		return http.StatusUnprocessableEntity
-	case protocol.CodeTooLarge:
-		return http.StatusRequestEntityTooLarge
-	case protocol.CodeUpgradeRequired:
-		return http.StatusUpgradeRequired
-	case protocol.CodeRateLimited:
-		return http.StatusTooManyRequests
-	}
-	return http.StatusInternalServerError
 }
 
 // AsError returns err as a protocol refusal, or an internal error that hides details.

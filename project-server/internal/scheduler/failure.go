@@ -20,8 +20,8 @@ const MaxFailureMessage = 1000
 var (
 	qFailWU = txQuery(`UPDATE work_units SET state = '` + store.WUFailed + `', finished_at = ? WHERE id = ?
 		AND state IN ('` + store.WUIssued + `', '` + store.WUExpired + `', '` + store.WUClosed + `')`)
-	qInsertFailure = txQuery(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, sha256, size, outcome, reason,
-		samples, loss, norm, credit, created_at) VALUES (?, ?, ?, ?, '', 0, '` + store.OutcomeFailed + `', ?, 0, 0, 0, 0, ?)`)
+	qInsertFailure = txQuery(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, buffer_round, sha256, size, outcome, reason,
+		samples, loss, norm, credit, created_at) VALUES (?, ?, ?, ?, ?, '', 0, '` + store.OutcomeFailed + `', ?, 0, 0, 0, 0, ?)`)
 	qHostFailed  = txQuery(`UPDATE hosts SET results_failed = results_failed + 1, last_contact = ? WHERE id = ?`)
 	qRoundFailed = txQuery(`UPDATE rounds SET failed = failed + 1 WHERE campaign_id = ? AND round = ?`)
 	qRoundState  = txQuery(`SELECT state FROM rounds WHERE campaign_id = ? AND round = ?`)
@@ -81,7 +81,7 @@ func (s *Scheduler) ReportFailure(ctx context.Context, hostID, wuID int64, req *
 			outErr = fail(protocol.CodeWUClosed, "work unit %d ended while its failure was reported; drop it", wuID)
 			return nil
 		}
-		if _, err := q.exec(qInsertFailure, w.ID, hostID, w.CampaignID, w.Round, reason, now); err != nil {
+		if _, err := q.exec(qInsertFailure, w.ID, hostID, w.CampaignID, w.Round, w.Round, reason, now); err != nil {
 			return err
 		}
 		if _, err := q.exec(qHostFailed, now, hostID); err != nil {

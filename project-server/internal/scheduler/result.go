@@ -13,13 +13,14 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
+	"github.com/texgrid/texgrid/project-server/internal/aggregate"
 	"github.com/texgrid/texgrid/project-server/internal/blob"
+	"github.com/texgrid/texgrid/project-server/internal/policy"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/internal/weights"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -55,7 +56,7 @@ func (s *Scheduler) SubmitResult(ctx context.Context, hostID, wuID int64, meta R
 	if err != nil {
 		return nil, err
 	}
-	if resp, err, done := s.replay(s.read(ctx), w, meta.SHA256); done {
+	if resp, err, done := s.replay(s.read(ctx), w, ci, meta.SHA256); done {
 		return resp, err
 	}
 	// A stopped campaign aborts its open units, so the unit's state says it all.
@@ -140,12 +141,12 @@ func (m *memSink) Size() int64 { return int64(m.buf.Len()) }
 
 // recorded are the outcomes of a result that was read and kept (merged or not); a
 // work unit's state is its result's outcome.
-var recorded = []string{protocol.OutcomeAccepted, protocol.OutcomeLate, protocol.OutcomeDuplicate, protocol.OutcomeOverLimit}
+var recorded = []string{protocol.OutcomeAccepted, protocol.OutcomeLate, protocol.OutcomeStale, protocol.OutcomeDuplicate, protocol.OutcomeOverLimit}
 
 // replay answers a result for a work unit whose result was already recorded.
-func (s *Scheduler) replay(db *gorm.DB, w *store.WorkUnit, sha string) (*protocol.ResultResponse, error, bool) {
+func (s *Scheduler) replay(db *gorm.DB, w *store.WorkUnit, ci *campaignInfo, sha string) (*protocol.ResultResponse, error, bool) {
 	switch w.State {
-	case store.WUAccepted, store.WULate, store.WUDuplicate, store.WUOverLimit:
+	case store.WUAccepted, store.WULate, store.WUStale, store.WUDuplicate, store.WUOverLimit:
 	default:
 		return nil, nil, false
 	}
@@ -158,7 +159,10 @@ func (s *Scheduler) replay(db *gorm.DB, w *store.WorkUnit, sha string) (*protoco
 		return nil, fail(protocol.CodeConflict, "work unit %d already has a %s result with sha256 %s; a different one is refused", w.ID, prev.Outcome, prev.SHA256), true
 	}
 	resp := &protocol.ResultResponse{Outcome: prev.Outcome, Round: prev.Round, Credit: prev.Credit, Replayed: true}
-	return resp, notMerged(w, prev.Outcome, prev.Reason), true
+	if ci.mode.KeepsUnits() && prev.Outcome != protocol.OutcomeLate {
+		resp.Version, resp.Staleness = prev.BufferRound, prev.Staleness
+	}
+	return resp, notMerged(w, ci, prev.Outcome, prev.Reason, prev.Staleness), true
 }
 
 func lateError(w *store.WorkUnit) error {
@@ -166,11 +170,14 @@ func lateError(w *store.WorkUnit) error {
 }
 
 // notMerged is the refusal that goes with an outcome other than accepted (nil for
-// accepted).
-func notMerged(w *store.WorkUnit, outcome, reason string) error {
+// accepted); tau is a stale result's staleness.
+func notMerged(w *store.WorkUnit, ci *campaignInfo, outcome, reason string, tau int) error {
 	switch outcome {
 	case protocol.OutcomeLate:
 		return lateError(w)
+	case protocol.OutcomeStale:
+		return fail(protocol.CodeStale, "the result of work unit %d was trained on version %d, %d versions behind the newest (max_staleness %d); it was recorded and credited, not merged",
+			w.ID, w.Round, tau, ci.spec.MaxStaleness)
 	case protocol.OutcomeDuplicate:
 		return fail(protocol.CodeDuplicate, "the result of work unit %d was recorded, not merged or credited: %s", w.ID, reason)
 	case protocol.OutcomeOverLimit:
@@ -212,7 +219,7 @@ func (l *limitReader) Read(p []byte) (int, error) {
 func (s *Scheduler) recordInvalid(ctx context.Context, w *store.WorkUnit, meta ResultMeta, size int64, reason string) error {
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		if err := tx.Create(&store.Result{WorkUnitID: w.ID, HostID: w.HostID, CampaignID: w.CampaignID, Round: w.Round,
-			SHA256: meta.SHA256, Size: size, Outcome: store.OutcomeInvalid, Reason: reason, Samples: meta.Samples,
+			BufferRound: w.Round, SHA256: meta.SHA256, Size: size, Outcome: store.OutcomeInvalid, Reason: reason, Samples: meta.Samples,
 			Loss: meta.Loss, CreatedAt: s.now()}).Error; err != nil {
 			return err
 		}
@@ -238,26 +245,33 @@ type closed struct {
 	model      string
 	deltas     []string
 	done       bool
+	eval       bool // the mode evaluates the new model
+	chain      bool // the next version may already be closed, waiting for this model
 	took       time.Duration
 }
 
 // Queries of record's transaction (states are literals, see qRunning).
 var (
-	qRecordRound   = txQuery(`SELECT state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ?`)
-	qRecordRoundPG = txQueryPG(`SELECT state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ? FOR UPDATE`)
+	qRecordRound   = txQuery(`SELECT round, state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ?`)
+	qRecordRoundPG = txQueryPG(`SELECT round, state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? AND round = ? FOR UPDATE`)
+	// The newest version of an asynchronous campaign, whose buffer takes results.
+	qNewestRound   = txQuery(`SELECT round, state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? ORDER BY round DESC LIMIT 1`)
+	qNewestRoundPG = txQueryPG(`SELECT round, state, needed, accepted, issued, next_slot FROM rounds WHERE campaign_id = ? ORDER BY round DESC LIMIT 1 FOR UPDATE`)
 	qSlotMerged    = txQuery(`SELECT COUNT(*) FROM work_units WHERE campaign_id = ? AND round = ? AND slot = ? AND state = '` + store.WUAccepted + `'`)
 	qClaimWU       = txQuery(`UPDATE work_units SET state = ?, finished_at = ?, progress = 1 WHERE id = ?
 		AND state IN ('` + store.WUIssued + `', '` + store.WUExpired + `', '` + store.WUClosed + `')`)
-	qInsertResult = txQuery(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, sha256, size, outcome, reason,
-		samples, loss, norm, credit, created_at, data, flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+	qInsertResult = txQuery(`INSERT INTO results (work_unit_id, host_id, campaign_id, round, buffer_round, staleness, weight,
+		sha256, size, outcome, reason, samples, loss, norm, credit, created_at, data, flag)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	qCreditHost    = txQuery(`UPDATE hosts SET results_valid = results_valid + 1, credit = credit + ?, last_contact = ? WHERE id = ?`)
 	qRoundLate     = txQuery(`UPDATE rounds SET late = late + 1 WHERE campaign_id = ? AND round = ?`)
+	qRoundStale    = txQuery(`UPDATE rounds SET stale = stale + 1 WHERE campaign_id = ? AND round = ?`)
 	qRoundAccepted = txQuery(`UPDATE rounds SET accepted = accepted + 1, samples_trained = samples_trained + ? WHERE campaign_id = ? AND round = ?`)
 	// A round merges one copy of a delta, and at most the campaign's bound of one
 	// account's results.
-	qMergedCopy = txQuery(`SELECT id, work_unit_id, host_id FROM results WHERE campaign_id = ? AND round = ? AND sha256 = ?
+	qMergedCopy = txQuery(`SELECT id, work_unit_id, host_id FROM results WHERE campaign_id = ? AND buffer_round = ? AND sha256 = ?
 		AND outcome = '` + protocol.OutcomeAccepted + `' ORDER BY id LIMIT 1`)
-	qAccountMerged = txQuery(`SELECT COUNT(*) FROM results r JOIN hosts h ON h.id = r.host_id WHERE r.campaign_id = ? AND r.round = ?
+	qAccountMerged = txQuery(`SELECT COUNT(*) FROM results r JOIN hosts h ON h.id = r.host_id WHERE r.campaign_id = ? AND r.buffer_round = ?
 		AND r.outcome = '` + protocol.OutcomeAccepted + `' AND h.account_id = (SELECT account_id FROM hosts WHERE id = ?)`)
 	qFlagMerged = txQuery(`UPDATE results SET flag = CASE WHEN flag = '' THEN ? ELSE flag || '; ' || ? END WHERE id = ?`)
 	qFlagHost   = txQuery(`UPDATE hosts SET results_flagged = results_flagged + 1, last_contact = ? WHERE id = ?`)
@@ -271,13 +285,13 @@ type merged struct {
 	id, wu, host int64
 }
 
-// mergeable decides the outcome of a valid result for an open round whose slot has no
-// merged result: duplicate when the round already merged a byte-identical delta (the
+// mergeable decides the outcome of a valid result accepted into an open round's buffer
+// (round: the unit's round in sync mode, the newest version in async mode): duplicate when the round already merged a byte-identical delta (the
 // same sha256), over_limit when the host's account already has the campaign's bound of
 // merged results in the round, else accepted. It runs under the round's lock.
-func (s *Scheduler) mergeable(q raw, w *store.WorkUnit, ci *campaignInfo, sha string) (string, *merged, error) {
+func (s *Scheduler) mergeable(q raw, w *store.WorkUnit, ci *campaignInfo, round int, sha string) (string, *merged, error) {
 	var m merged
-	err := q.row(qMergedCopy, w.CampaignID, w.Round, sha).Scan(&m.id, &m.wu, &m.host)
+	err := q.row(qMergedCopy, w.CampaignID, round, sha).Scan(&m.id, &m.wu, &m.host)
 	if err == nil {
 		return protocol.OutcomeDuplicate, &m, nil
 	}
@@ -286,7 +300,7 @@ func (s *Scheduler) mergeable(q raw, w *store.WorkUnit, ci *campaignInfo, sha st
 	}
 	if limit := ci.spec.MaxResultsPerAccount; limit > 0 {
 		var n int
-		if err := q.row(qAccountMerged, w.CampaignID, w.Round, w.HostID).Scan(&n); err != nil {
+		if err := q.row(qAccountMerged, w.CampaignID, round, w.HostID).Scan(&n); err != nil {
 			return "", nil, err
 		}
 		if n >= limit {
@@ -299,36 +313,59 @@ func (s *Scheduler) mergeable(q raw, w *store.WorkUnit, ci *campaignInfo, sha st
 // record commits a valid result whose blob is durable.
 func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaignInfo, meta ResultMeta, sha string, size int64, norm float64, data []byte) (*protocol.ResultResponse, error) {
 	var (
-		resp    *protocol.ResultResponse
-		outErr  error
-		closing bool // this result completed the quorum: the round is marked closed
+		resp       *protocol.ResultResponse
+		outErr     error
+		closing    bool // this result completed the quorum: the round is marked closed
+		closeRound int  // which round
 	)
 	err := s.tx(ctx, func(tx *gorm.DB) error {
-		closing, resp, outErr = false, nil, nil
+		closing, closeRound, resp, outErr = false, 0, nil, nil
 		q := s.raw(tx)
+		// The round whose buffer would take the result: the unit's own round in
+		// synchronous mode, the newest version in asynchronous mode.
 		var r store.Round
-		qRound := qRecordRound
-		if s.db.Postgres {
-			qRound = qRecordRoundPG
+		qRound, args := qRecordRound, []any{w0.CampaignID, w0.Round}
+		if ci.mode.KeepsUnits() {
+			qRound, args = qNewestRound, args[:1]
 		}
-		if err := q.row(qRound, w0.CampaignID, w0.Round).Scan(&r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
-			return fmt.Errorf("round %d: %w", w0.Round, err)
+		if s.db.Postgres {
+			qRound = map[string]string{qRecordRound: qRecordRoundPG, qNewestRound: qNewestRoundPG}[qRound]
+		}
+		if err := q.row(qRound, args...).Scan(&r.Round, &r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
+			return fmt.Errorf("round of work unit %d (round %d): %w", w0.ID, w0.Round, err)
+		}
+		for ci.mode.KeepsUnits() && r.State == store.RoundClosed {
+			// On PostgreSQL the row lock may have waited for a transaction that closed
+			// this version and opened the next, which is visible to a new statement:
+			// read again until the newest version is open or stays the same (the
+			// campaign's last version closed).
+			prev := r.Round
+			if err := q.row(qRound, args...).Scan(&r.Round, &r.State, &r.Needed, &r.Accepted, &r.Issued, &r.NextSlot); err != nil {
+				return fmt.Errorf("round of work unit %d (round %d): %w", w0.ID, w0.Round, err)
+			}
+			if r.Round < prev {
+				return fmt.Errorf("round of work unit %d: the newest version went from %d back to %d", w0.ID, prev, r.Round)
+			}
+			if r.Round == prev {
+				break
+			}
 		}
 		now := s.now()
 		credit := float64(w0.FLOPs) * CreditPerFLOP
-		outcome := protocol.OutcomeAccepted
-		if r.State == store.RoundClosed {
-			outcome = protocol.OutcomeLate
-		} else if r.Issued > r.NextSlot {
+		arr := policy.Arrival{Base: w0.Round, Current: r.Round, Open: r.State != store.RoundClosed}
+		if arr.Open && r.Round == w0.Round && r.Issued > r.NextSlot {
 			// Slots were reissued in this round: another issue of this slot may have
 			// been merged already.
 			var dup int64
 			if err := q.row(qSlotMerged, w0.CampaignID, w0.Round, w0.Slot).Scan(&dup); err != nil {
 				return err
 			}
-			if dup > 0 {
-				outcome = protocol.OutcomeLate
-			}
+			arr.SlotMerged = dup > 0
+		}
+		adm := ci.mode.Admit(arr)
+		outcome, bufferRound := adm.Outcome, r.Round
+		if outcome == protocol.OutcomeLate {
+			bufferRound = w0.Round
 		}
 		var (
 			copyOf *merged
@@ -337,7 +374,7 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		)
 		if outcome == protocol.OutcomeAccepted {
 			var err error
-			if outcome, copyOf, err = s.mergeable(q, w0, ci, sha); err != nil {
+			if outcome, copyOf, err = s.mergeable(q, w0, ci, bufferRound, sha); err != nil {
 				return err
 			}
 		}
@@ -360,7 +397,7 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			if err := tx.Take(&w, w0.ID).Error; err != nil {
 				return err
 			}
-			if rr, rerr, done := s.replay(tx, &w, sha); done {
+			if rr, rerr, done := s.replay(tx, &w, ci, sha); done {
 				if _, ok := rerr.(*Error); !ok && rerr != nil {
 					return rerr
 				}
@@ -374,11 +411,15 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		if outcome == protocol.OutcomeAccepted && len(data) > 0 {
 			inline = data
 		}
-		if _, err := q.exec(qInsertResult, w0.ID, w0.HostID, w0.CampaignID, w0.Round, sha, size, outcome, reason, meta.Samples, meta.Loss, norm, credit, now, inline, flag); err != nil {
+		if _, err := q.exec(qInsertResult, w0.ID, w0.HostID, w0.CampaignID, w0.Round, bufferRound, adm.Staleness, adm.Weight,
+			sha, size, outcome, reason, meta.Samples, meta.Loss, norm, credit, now, inline, flag); err != nil {
 			return err
 		}
 		resp = &protocol.ResultResponse{Outcome: outcome, Round: w0.Round, Credit: credit}
-		outErr = notMerged(w0, outcome, reason)
+		if ci.mode.KeepsUnits() && outcome != protocol.OutcomeLate {
+			resp.Version, resp.Staleness = bufferRound, adm.Staleness
+		}
+		outErr = notMerged(w0, ci, outcome, reason, adm.Staleness)
 		if outcome == protocol.OutcomeDuplicate {
 			// Both hosts are flagged: which of them trained and which copied is not
 			// known. The copy earns nothing.
@@ -392,7 +433,7 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 			if _, err := q.exec(qFlagHostTo, copyOf.host); err != nil {
 				return err
 			}
-			_, err := q.exec(qRoundDup, w0.CampaignID, w0.Round)
+			_, err := q.exec(qRoundDup, w0.CampaignID, bufferRound)
 			return err
 		}
 		if _, err := q.exec(qCreditHost, credit, now, w0.HostID); err != nil {
@@ -402,16 +443,19 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 		case protocol.OutcomeLate:
 			_, err := q.exec(qRoundLate, w0.CampaignID, w0.Round)
 			return err
+		case protocol.OutcomeStale:
+			_, err := q.exec(qRoundStale, w0.CampaignID, bufferRound)
+			return err
 		case protocol.OutcomeOverLimit:
-			_, err := q.exec(qRoundOver, w0.CampaignID, w0.Round)
+			_, err := q.exec(qRoundOver, w0.CampaignID, bufferRound)
 			return err
 		}
-		if _, err := q.exec(qRoundAccepted, meta.Samples, w0.CampaignID, w0.Round); err != nil {
+		if _, err := q.exec(qRoundAccepted, meta.Samples, w0.CampaignID, bufferRound); err != nil {
 			return err
 		}
 		if r.Accepted+1 >= r.Needed {
-			closing = true
-			return s.markClosed(q, w0.CampaignID, w0.Round, now)
+			closing, closeRound = true, bufferRound
+			return s.markClosed(q, ci, w0.CampaignID, bufferRound, now)
 		}
 		return nil
 	})
@@ -427,8 +471,8 @@ func (s *Scheduler) record(ctx context.Context, w0 *store.WorkUnit, ci *campaign
 	if closing {
 		// The result is committed whatever happens now: a close that fails here is
 		// finished by the next Tick or by Recover.
-		if err := s.finishClose(ctx, w0.CampaignID, w0.Round); err != nil {
-			s.log.Error("round close", "campaign", w0.CampaignID, "round", w0.Round, "err", err)
+		if err := s.finishClose(ctx, w0.CampaignID, closeRound); err != nil {
+			s.log.Error("round close", "campaign", w0.CampaignID, "round", closeRound, "err", err)
 		}
 	}
 	return resp, outErr
@@ -439,6 +483,8 @@ var (
 	qCloseRound = txQuery(`UPDATE rounds SET state = '` + store.RoundClosed + `', closed_at = ? WHERE campaign_id = ? AND round = ?`)
 	qCloseWUs   = txQuery(`UPDATE work_units SET state = '` + store.WUClosed + `' WHERE campaign_id = ? AND round = ?
 		AND state IN ('` + store.WUIssued + `', '` + store.WUExpired + `')`)
+	qOpenNext = txQuery(`INSERT INTO rounds (campaign_id, round, state, base_model, slots, needed, opened_at, deadline)
+		VALUES (?, ?, '` + store.RoundOpen + `', '', ?, ?, ?, ?)`)
 )
 
 // markClosed is the first half of a round close, inside the transaction that accepted
@@ -448,11 +494,24 @@ var (
 // one SQLite writer is never held while a model is summed, written and synced. A round
 // that is closed with no result model yet is a close in progress; Tick and Recover
 // finish it if its first attempt failed or the process died.
-func (s *Scheduler) markClosed(q raw, campaignID int64, round int, now time.Time) error {
+//
+// In a mode that keeps units (asynchronous), the units stay live and the next version
+// opens at once, its base model empty until finishClose commits W(r+1): results that
+// arrive meanwhile fill its buffer (their staleness counted against r+1), and hosts get
+// work again once the campaign's round moves on. No next version opens past the
+// campaign's last.
+func (s *Scheduler) markClosed(q raw, ci *campaignInfo, campaignID int64, round int, now time.Time) error {
 	if _, err := q.exec(qCloseRound, now, campaignID, round); err != nil {
 		return err
 	}
-	_, err := q.exec(qCloseWUs, campaignID, round)
+	if !ci.mode.KeepsUnits() {
+		_, err := q.exec(qCloseWUs, campaignID, round)
+		return err
+	}
+	if round+1 >= ci.spec.Rounds {
+		return nil
+	}
+	_, err := q.exec(qOpenNext, campaignID, round+1, ci.mode.Slots(), ci.mode.Needed(), now, now.Add(time.Duration(ci.spec.RoundDeadline)))
 	return err
 }
 
@@ -493,6 +552,11 @@ func (s *Scheduler) finishClose(ctx context.Context, campaignID int64, round int
 	}
 	if cl != nil {
 		s.afterClose(ctx, cl)
+		if cl.chain && !cl.done {
+			// The next version's buffer may have filled while this close ran; its fold
+			// waited for the model this one made.
+			return s.finishClose(ctx, campaignID, round+1)
+		}
 	}
 	return nil
 }
@@ -507,13 +571,28 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	if err := s.read(ctx).Where("campaign_id = ? AND round = ?", campaignID, round).Take(&r).Error; err != nil {
 		return nil, err
 	}
-	if r.State != store.RoundClosed || r.ResultModel != "" {
+	if r.State != store.RoundClosed || r.ResultModel != "" || r.BaseModel == "" {
+		// Not closed, already folded, or (asynchronous mode) its base W(r) is the
+		// result of a close still in progress, which folds this one after it.
 		return nil, nil
 	}
-	rows, err := s.read(ctx).Model(&store.Result{}).Select("sha256", "samples", "data").
-		Where("campaign_id = ? AND round = ? AND outcome = ?", campaignID, round, protocol.OutcomeAccepted).Order("id").Rows()
-	if err != nil {
+	var res []store.Result
+	if err := s.read(ctx).Select("sha256", "samples", "weight", "data").
+		Where("campaign_id = ? AND buffer_round = ? AND outcome = ?", campaignID, round, protocol.OutcomeAccepted).
+		Order("id").Find(&res).Error; err != nil {
 		return nil, err
+	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("no accepted result")
+	}
+	cl := &closed{campaignID: campaignID, round: round, eval: ci.mode.EvaluateAfter(round), chain: ci.mode.KeepsUnits()}
+	deltas := make([]aggregate.Delta, len(res))
+	for k := range res {
+		d := &res[k]
+		deltas[k] = aggregate.Delta{Name: d.SHA256, Samples: d.Samples, Weight: d.Weight, Open: s.deltaOpener(d)}
+		if len(d.Data) == 0 {
+			cl.deltas = append(cl.deltas, d.SHA256)
+		}
 	}
 	// Reuse the previous close's sum storage (two model sizes of float64) when no other
 	// close holds it, so memory stays one running sum across rounds.
@@ -525,45 +604,15 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	} else {
 		sum = weights.NewSum(ci.resolved.Params)
 	}
-	cl := &closed{campaignID: campaignID, round: round}
-	n := 0
-	var batch []pendingDelta
-	for rows.Next() {
-		var res store.Result
-		if err := s.read(ctx).ScanRows(rows, &res); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		weight := 1.0
-		if ci.spec.WeightBySamples && res.Samples > 0 {
-			weight = float64(res.Samples)
-		}
-		batch = append(batch, pendingDelta{sha: res.SHA256, data: res.Data, weight: weight})
-		if len(res.Data) == 0 {
-			cl.deltas = append(cl.deltas, res.SHA256)
-		}
-		n++
-		if len(batch) == weights.MaxBatch {
-			if err := s.foldBatch(sum, batch, ci.dtype); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			batch = batch[:0]
-		}
-	}
-	if err := rows.Close(); err != nil {
+	if err := ci.agg.Aggregate(ctx, deltas, ci.dtype, sum); err != nil {
 		return nil, err
 	}
-	if len(batch) > 0 {
-		if err := s.foldBatch(sum, batch, ci.dtype); err != nil {
-			return nil, err
-		}
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("no accepted result")
-	}
-	if !sum.Finite() {
-		return nil, fmt.Errorf("the summed deltas are not finite")
+	// The server optimiser turns the mean into the step; its state after this round
+	// is a blob that is durable before the row naming it commits.
+	sum.Normalize()
+	prevState, optState, err := s.optimizerStep(ctx, ci, campaignID, round, sum)
+	if err != nil {
+		return nil, err
 	}
 	base, err := s.blobs.Open(r.BaseModel)
 	if err != nil {
@@ -587,18 +636,23 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 		cl.done = false
 		now := s.now()
 		res := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ? AND state = ? AND result_model = ''", campaignID, round, store.RoundClosed).
-			Update("result_model", sha)
+			Updates(roundClose(sha, optState, cl.eval || next >= ci.spec.Rounds, ci.spec.EvalEvery))
 		if res.Error != nil {
 			return res.Error
 		}
 		if res.RowsAffected == 0 {
 			return errFinished
 		}
+		if prevState != "" {
+			if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", campaignID, round-1).Update("opt_state", "").Error; err != nil {
+				return err
+			}
+		}
 		if err := tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&store.ModelVersion{SHA256: sha, CampaignID: campaignID,
 			Round: next, Size: bw.Size(), CreatedAt: now}).Error; err != nil {
 			return err
 		}
-		if err := tx.Model(&store.Result{}).Where("campaign_id = ? AND round = ? AND COALESCE(length(data), 0) > 0", campaignID, round).
+		if err := tx.Model(&store.Result{}).Where("campaign_id = ? AND buffer_round = ? AND COALESCE(length(data), 0) > 0", campaignID, round).
 			Update("data", nil).Error; err != nil {
 			return err
 		}
@@ -606,9 +660,15 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 		if next >= ci.spec.Rounds {
 			up["state"] = protocol.StateDone
 			cl.done = true
+		} else if ci.mode.KeepsUnits() {
+			// The next version opened when this one closed; it gets its base now.
+			if err := tx.Model(&store.Round{}).Where("campaign_id = ? AND round = ?", campaignID, next).
+				Updates(map[string]any{"base_model": sha, "opened_at": now, "deadline": now.Add(time.Duration(ci.spec.RoundDeadline))}).Error; err != nil {
+				return err
+			}
 		} else {
-			nr := store.Round{CampaignID: campaignID, Round: next, State: store.RoundOpen, BaseModel: sha, Slots: ci.spec.WorkUnitsPerRound,
-				Needed: Needed(ci.spec.Quorum, ci.spec.WorkUnitsPerRound), OpenedAt: now,
+			nr := store.Round{CampaignID: campaignID, Round: next, State: store.RoundOpen, BaseModel: sha, Slots: ci.mode.Slots(),
+				Needed: ci.mode.Needed(), OpenedAt: now,
 				Deadline: now.Add(time.Duration(ci.spec.RoundDeadline))}
 			if err := tx.Create(&nr).Error; err != nil {
 				return err
@@ -622,9 +682,66 @@ func (s *Scheduler) foldRound(ctx context.Context, campaignID int64, round int) 
 	if err != nil {
 		return nil, err
 	}
+	var users int64
+	if prevState != "" && prevState != optState &&
+		s.read(ctx).Model(&store.Round{}).Where("opt_state = ?", prevState).Count(&users).Error == nil && users == 0 {
+		// Content-addressed: another campaign's round may name the same state.
+		if err := s.blobs.Remove(prevState); err != nil {
+			s.log.Warn("remove optimizer state", "sha256", prevState, "err", err)
+		}
+	}
 	cl.model = sha
 	cl.took = time.Since(start)
 	return cl, nil
+}
+
+// roundClose is the update that records a round's result model and optimiser state.
+// A model the mode does not evaluate is marked so (in eval_error, which the evaluator
+// skips) rather than left looking like one waiting for evaluation.
+func roundClose(model, optState string, evaluate bool, every int) map[string]any {
+	up := map[string]any{"result_model": model, "opt_state": optState}
+	if !evaluate {
+		up["eval_error"] = fmt.Sprintf("not evaluated: the campaign evaluates every %d versions", every)
+	}
+	return up
+}
+
+// optimizerStep applies the campaign's server optimiser to the normalised mean in sum,
+// starting from the state the previous round left (zero for the first), and returns
+// that state's blob and the blob of the new state ("" for a stateless optimiser).
+func (s *Scheduler) optimizerStep(ctx context.Context, ci *campaignInfo, campaignID int64, round int, sum *weights.Sum) (prev, next string, err error) {
+	n := ci.opt.Moments()
+	if n == 0 {
+		ci.opt.Step(sum.Values(), nil)
+		return "", "", nil
+	}
+	state := aggregate.NewState(ci.resolved.Params, n)
+	if round > 0 {
+		var r store.Round
+		if err := s.read(ctx).Select("opt_state").Where("campaign_id = ? AND round = ?", campaignID, round-1).Take(&r).Error; err != nil {
+			return "", "", fmt.Errorf("optimizer state of round %d: %w", round-1, err)
+		}
+		if prev = r.OptState; prev != "" {
+			f, err := s.blobs.Open(prev)
+			if err != nil {
+				return "", "", fmt.Errorf("optimizer state of round %d: %w", round-1, err)
+			}
+			state, err = aggregate.DecodeState(f, ci.resolved.Params, n)
+			f.Close()
+			if err != nil {
+				return "", "", fmt.Errorf("optimizer state of round %d: %w", round-1, err)
+			}
+		}
+	}
+	ci.opt.Step(sum.Values(), state)
+	var buf bytes.Buffer
+	if err := aggregate.EncodeState(&buf, ci.resolved.Params, state); err != nil {
+		return "", "", err
+	}
+	if next, err = s.blobs.Put(buf.Bytes()); err != nil {
+		return "", "", fmt.Errorf("optimizer state of round %d: %w", round, err)
+	}
+	return prev, next, nil
 }
 
 // errFinished rolls back a second attempt at a close another attempt finished.
@@ -646,39 +763,19 @@ func (s *Scheduler) finishPending(ctx context.Context) error {
 	return nil
 }
 
-// pendingDelta is an accepted result waiting to be folded: its bytes when they were
-// kept in its row, else the name of its blob.
-type pendingDelta struct {
-	sha    string
-	data   []byte
-	weight float64
-}
-
-// foldBatch folds up to weights.MaxBatch deltas into sum in one pass, in order.
-func (s *Scheduler) foldBatch(sum *weights.Sum, batch []pendingDelta, dtype string) error {
-	rs := make([]io.Reader, len(batch))
-	ws := make([]float64, len(batch))
-	for k, d := range batch {
-		ws[k] = d.weight
-		if len(d.data) > 0 {
-			rs[k] = bytes.NewReader(d.data)
-			continue
+// deltaOpener opens an accepted result's delta: its bytes when they were kept in its
+// row, else its blob.
+func (s *Scheduler) deltaOpener(r *store.Result) func() (io.ReadCloser, error) {
+	return func() (io.ReadCloser, error) {
+		if len(r.Data) > 0 {
+			return io.NopCloser(bytes.NewReader(r.Data)), nil
 		}
-		f, err := s.blobs.Open(d.sha)
+		f, err := s.blobs.Open(r.SHA256)
 		if err != nil {
-			return fmt.Errorf("fold delta: %w", err)
+			return nil, fmt.Errorf("delta %s: %w", r.SHA256, err)
 		}
-		defer f.Close()
-		rs[k] = f
+		return f, nil
 	}
-	if err := sum.AddAll(rs, dtype, ws); err != nil {
-		shas := make([]string, len(batch))
-		for k, d := range batch {
-			shas[k] = d.sha
-		}
-		return fmt.Errorf("fold deltas %s: %w", strings.Join(shas, ", "), err)
-	}
-	return nil
 }
 
 func (s *Scheduler) afterClose(ctx context.Context, cl *closed) {
@@ -687,7 +784,7 @@ func (s *Scheduler) afterClose(ctx context.Context, cl *closed) {
 	s.log.Info("round closed", "campaign", cl.campaignID, "round", cl.round, "merged", len(cl.deltas),
 		"model", cl.model[:12], "took", cl.took.Round(time.Millisecond), "campaign_done", cl.done)
 	s.gcBlobs(ctx, cl.deltas...)
-	if s.cfg.OnRoundClosed != nil {
+	if s.cfg.OnRoundClosed != nil && (cl.eval || cl.done) {
 		s.cfg.OnRoundClosed(cl.campaignID, cl.round)
 	}
 }
@@ -700,7 +797,7 @@ func (s *Scheduler) gcBlobs(ctx context.Context, shas ...string) {
 	}
 	var keep []string
 	err := s.read(ctx).Raw(`SELECT sha256 FROM model_versions WHERE sha256 IN ?
-		UNION SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
+		UNION SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.buffer_round
 		WHERE r.sha256 IN ? AND r.outcome = ? AND (o.state <> ? OR o.result_model = '')`, shas, shas, protocol.OutcomeAccepted, store.RoundClosed).Scan(&keep).Error
 	if err != nil {
 		s.log.Warn("blob collection", "err", err)

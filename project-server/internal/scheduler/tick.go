@@ -81,11 +81,15 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 	}
 	for _, r0 := range rs {
 		err := s.tx(ctx, func(tx *gorm.DB) error {
+			ci, err := s.infoByID(ctx, r0.CampaignID)
+			if err != nil {
+				return err
+			}
 			r, err := s.lockRound(tx, r0.CampaignID, r0.Round)
 			if err != nil || r.State == store.RoundClosed || r.Accepted < r.Needed {
 				return err
 			}
-			return s.markClosed(s.raw(tx), r.CampaignID, r.Round, s.now())
+			return s.markClosed(s.raw(tx), ci, r.CampaignID, r.Round, s.now())
 		})
 		if err != nil {
 			return fmt.Errorf("recover: close round %d of campaign %d: %w", r0.Round, r0.CampaignID, err)
@@ -104,10 +108,15 @@ func (s *Scheduler) Recover(ctx context.Context) error {
 		return fmt.Errorf("recover: %w", err)
 	}
 	var deltas []string
-	if err := s.db.WithContext(ctx).Raw(`SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.round
+	if err := s.db.WithContext(ctx).Raw(`SELECT r.sha256 FROM results r JOIN rounds o ON o.campaign_id = r.campaign_id AND o.round = r.buffer_round
 		WHERE r.outcome = ? AND (o.state <> ? OR o.result_model = '') AND COALESCE(length(r.data), 0) = 0`, protocol.OutcomeAccepted, store.RoundClosed).Scan(&deltas).Error; err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	var states []string
+	if err := s.db.WithContext(ctx).Model(&store.Round{}).Where("opt_state <> ''").Pluck("opt_state", &states).Error; err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	deltas = append(deltas, states...)
 	for _, n := range append(models, deltas...) {
 		keep[n] = true
 	}

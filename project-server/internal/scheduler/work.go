@@ -16,8 +16,10 @@ import (
 
 // RequestWork gives the host one work unit of a running campaign, or tells it when to
 // ask again. A host that already holds a live work unit of the current round gets that
-// same unit back, so a client that lost its answer loses nothing.
-func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol.WorkRequest) (*protocol.WorkResponse, error) {
+// same unit back, so a client that lost its answer loses nothing. clientVersion is the
+// protocol version the host speaks: a host older than protocol.AsyncVersion gets work of
+// synchronous campaigns only, whose answers it knows.
+func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, clientVersion int, req *protocol.WorkRequest) (*protocol.WorkResponse, error) {
 	if req.Threads < 0 || req.FreeMemoryBytes < 0 || req.FreeDiskBytes < 0 || req.GFLOPS < 0 || req.GFLOPS > 1e7 || math.IsNaN(req.GFLOPS) {
 		return nil, fail(protocol.CodeBadRequest, "threads, free_memory_bytes, free_disk_bytes and gflops must be non-negative")
 	}
@@ -35,6 +37,9 @@ func (s *Scheduler) RequestWork(ctx context.Context, hostID int64, req *protocol
 			return nil, err
 		}
 		if req.FreeDiskBytes > 0 && req.FreeDiskBytes < 2*ci.deltaMax {
+			continue
+		}
+		if clientVersion < protocol.AsyncVersion && ci.mode.KeepsUnits() {
 			continue
 		}
 		wu, err := s.issue(ctx, hostID, c, ci)
@@ -459,7 +464,7 @@ func (s *Scheduler) describe(ctx context.Context, c *store.Campaign, ci *campaig
 	hyper := ci.spec.Hyper
 	hyper.LearningRate = RoundLearningRate(hyper, w.Round)
 	return &protocol.WorkUnit{
-		ID: w.ID, CampaignID: c.ID, Round: w.Round,
+		ID: w.ID, CampaignID: c.ID, Kind: protocol.KindTrain, Round: w.Round,
 		BaseModel:    protocol.BlobRef{SHA256: base, Size: s.modelSize(ctx, base), URL: protocol.BlobPath(base)},
 		ModelSpec:    ci.modelSpec,
 		Classes:      ci.classes,
@@ -508,7 +513,7 @@ func (s *Scheduler) Heartbeat(ctx context.Context, hostID, wuID int64, req *prot
 		switch {
 		case c.State == protocol.StateStopped || w.State == store.WUAborted:
 			resp.Abort, resp.Reason = true, "campaign_stopped"
-		case w.State == store.WUAccepted || w.State == store.WULate:
+		case w.State == store.WUAccepted || w.State == store.WULate || w.State == store.WUStale:
 			resp.Abort, resp.Reason = true, "round_closed" // its result is already in
 		}
 		if resp.Abort {

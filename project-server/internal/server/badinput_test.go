@@ -138,6 +138,28 @@ func TestBadInput(t *testing.T) {
 			{"old protocol version", func() reply {
 				return e.do("POST", path+"/work", b, protocol.WorkRequest{}, map[string]string{protocol.HeaderVersion: "0"})
 			}, 426, protocol.CodeUpgradeRequired, false},
+			{"protocol version newer than the server's", func() reply {
+				return e.do("POST", path+"/work", b, protocol.WorkRequest{}, map[string]string{protocol.HeaderVersion: "99"})
+			}, 400, protocol.CodeProtocolTooNew, false},
+			{"wrong method", func() reply { return e.do("DELETE", path+"/work", b, nil, nil) }, 405, protocol.CodeMethodNotAllowed, false},
+			{"create: async options on a sync campaign", func() reply {
+				return e.do("POST", path+"/campaigns", e.researcher, protocol.CampaignSpec{Name: "x", Dataset: testDataset, Model: "tiny", FragmentSize: 16, BufferSize: 3}, nil)
+			}, 400, protocol.CodeBadRequest, false},
+			{"create: async with a negative max_staleness", func() reply {
+				return e.do("POST", path+"/campaigns", e.researcher, protocol.CampaignSpec{Name: "x", Dataset: testDataset, Model: "tiny", FragmentSize: 16,
+					Mode: protocol.ModeAsync, MaxStaleness: -1}, nil)
+			}, 400, protocol.CodeBadRequest, false},
+			{"create: unknown server optimizer", func() reply {
+				return e.do("POST", path+"/campaigns", e.researcher, protocol.CampaignSpec{Name: "x", Dataset: testDataset, Model: "tiny", FragmentSize: 16,
+					ServerOptimizer: "lion"}, nil)
+			}, 400, protocol.CodeBadRequest, false},
+			{"create: server momentum with plain averaging", func() reply {
+				return e.do("POST", path+"/campaigns", e.researcher, protocol.CampaignSpec{Name: "x", Dataset: testDataset, Model: "tiny", FragmentSize: 16,
+					ServerMomentum: 0.9}, nil)
+			}, 400, protocol.CodeBadRequest, false},
+			{"create: unknown mode", func() reply {
+				return e.do("POST", path+"/campaigns", e.researcher, protocol.CampaignSpec{Name: "x", Dataset: testDataset, Model: "tiny", FragmentSize: 16, Mode: "gossip"}, nil)
+			}, 400, protocol.CodeBadRequest, false},
 			{"no protocol version", func() reply {
 				return e.do("POST", path+"/work", b, protocol.WorkRequest{}, map[string]string{protocol.HeaderVersion: ""})
 			}, 400, protocol.CodeBadRequest, false},

@@ -77,7 +77,10 @@ const (
 	RoundStuck  = "stuck"
 )
 
-// Round is one synchronous round of a campaign.
+// Round is one model version of a campaign: a synchronous round, or in asynchronous
+// mode the version whose buffer fills while it is the newest. A round with state
+// closed and no ResultModel is a close in progress; in asynchronous mode the next
+// round exists from that moment, its BaseModel empty until the close commits.
 type Round struct {
 	CampaignID     int64 `gorm:"primaryKey;autoIncrement:false"`
 	Round          int   `gorm:"primaryKey;autoIncrement:false"`
@@ -91,6 +94,7 @@ type Round struct {
 	Accepted       int
 	Late           int
 	Invalid        int
+	Stale          int // asynchronous mode: results refused as over max_staleness
 	Failed         int // units their host reported as failed
 	Duplicates     int // results byte-identical to a merged one, not merged
 	OverLimit      int // results over the campaign's per-account bound, not merged
@@ -100,6 +104,9 @@ type Round struct {
 	ClosedAt       *time.Time
 	MetricsJSON    *string
 	EvalError      string
+	// OptState names the blob of the server optimiser's state after this round's
+	// update; empty for plain averaging and before the close.
+	OptState string
 }
 
 // Work unit states.
@@ -108,6 +115,7 @@ const (
 	WUExpired  = "expired"  // past its deadline; its slot may be reissued, a result is still welcome while the round is open
 	WUAccepted = "accepted" // its result was merged into the round's quorum
 	WULate     = "late"     // its result arrived after the round closed
+	WUStale    = "stale"    // asynchronous mode: its result was over max_staleness versions old
 	WUClosed   = "closed"   // the round closed before a result arrived
 	WUAborted  = "aborted"  // the host detached or the campaign stopped
 	WUFailed   = "failed"   // its host reported it could not finish it; the slot may be reissued
@@ -151,14 +159,19 @@ type Result struct {
 	HostID     int64
 	CampaignID int64
 	Round      int
-	SHA256     string `gorm:"column:sha256"`
-	Size       int64
-	Outcome    string
-	Reason     string
-	Samples    int64
-	Loss       float64
-	Norm       float64
-	Credit     float64
+	// BufferRound is the version whose fold takes the result: Round in synchronous
+	// mode, the version open at arrival in asynchronous mode.
+	BufferRound int
+	Staleness   int     // BufferRound - Round
+	Weight      float64 // the mode's weight in the fold (staleness discount)
+	SHA256      string  `gorm:"column:sha256"`
+	Size        int64
+	Outcome     string
+	Reason      string
+	Samples     int64
+	Loss        float64
+	Norm        float64
+	Credit      float64
 	// Flag marks a result one of a set of byte-identical deltas of a round: on the
 	// merged copy the results that duplicated it, on a duplicate the one it copies.
 	Flag      string

@@ -261,3 +261,29 @@ func (s *Sum) Finite() bool {
 	}
 	return true
 }
+
+// Params returns the parameters the sum is laid out over, in its storage order.
+func (s *Sum) Params() []spec.Param { return s.params }
+
+// Values returns the sum's values, one float64 per parameter in Params order. Callers
+// that change them (server optimisers, robust aggregators) own the result's meaning.
+func (s *Sum) Values() []float64 { return s.vals }
+
+// Normalize divides the sum by its weight, leaving the weighted mean with weight 1, so
+// Apply then writes base + mean exactly (a division by 1 rounds nothing).
+func (s *Sum) Normalize() {
+	if s.weight <= 0 || s.weight == 1 {
+		return
+	}
+	for i := range s.vals {
+		s.vals[i] /= s.weight
+	}
+	s.weight = 1
+}
+
+// SetUpdate declares the values (written through Values) a finished update made from
+// count deltas, with weight 1, so Apply writes base + values: for aggregators that
+// compute their update otherwise than by folding (a median, a trimmed mean).
+func (s *Sum) SetUpdate(count int) {
+	s.count, s.weight = count, 1
+}

@@ -111,6 +111,8 @@ func checkWorkUnit(wu *protocol.WorkUnit) error {
 	switch {
 	case wu.ID <= 0:
 		return fmt.Errorf("work unit with id %d", wu.ID)
+	case wu.Kind != "" && wu.Kind != protocol.KindTrain:
+		return bad("kind %q is not one this client runs (it runs %q)", wu.Kind, protocol.KindTrain)
 	case len(wu.BaseModel.SHA256) != 64:
 		return bad("base model sha256 %q is not 64 hex digits", wu.BaseModel.SHA256)
 	case wu.FragmentCount <= 0 || wu.FragmentSize <= 0:

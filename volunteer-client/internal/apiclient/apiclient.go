@@ -61,7 +61,9 @@ func (e *APIError) Error() string {
 func (e *APIError) Is(target error) bool {
 	switch target {
 	case ErrLate:
-		return e.Code == protocol.CodeLate
+		// A stale result (asynchronous campaigns) is, like a late one, recorded and
+		// credited without being merged: the client drops it the same way.
+		return e.Code == protocol.CodeLate || e.Code == protocol.CodeStale
 	case ErrWUClosed:
 		return e.Code == protocol.CodeWUClosed
 	case ErrUnauthorized:
@@ -153,6 +155,15 @@ func (c *Client) Detach(ctx context.Context) error {
 // UpdateHost is PATCH /api/v1/hosts/self: refreshed capabilities at start-up.
 func (c *Client) UpdateHost(ctx context.Context, req protocol.HostUpdateRequest) error {
 	return c.doJSON(ctx, http.MethodPatch, protocol.DetachPath, req, nil)
+}
+
+// HostInfo is GET /api/v1/hosts/self: the host's record (credit, results).
+func (c *Client) HostInfo(ctx context.Context) (*protocol.HostInfo, error) {
+	var out protocol.HostInfo
+	if err := c.doJSON(ctx, http.MethodGet, protocol.HostSelfPath, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
 }
 
 // RequestWork is POST /api/v1/work.

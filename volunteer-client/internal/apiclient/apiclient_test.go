@@ -130,3 +130,24 @@ func TestNewRejectsBadURL(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleIsLate: an asynchronous campaign's stale answer is dropped like a late one
+// (both were recorded and credited, neither merged); other conflicts are not late.
+func TestStaleIsLate(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		code string
+		late bool
+	}{
+		{protocol.CodeLate, true},
+		{protocol.CodeStale, true},
+		{protocol.CodeWUClosed, false},
+		{protocol.CodeConflict, false},
+	}
+	for _, tc := range cases {
+		err := error(&apiclient.APIError{Method: "PUT", Path: "/x", Status: http.StatusConflict, Code: tc.code})
+		if got := errors.Is(err, apiclient.ErrLate); got != tc.late {
+			t.Errorf("code %s: errors.Is(ErrLate) = %v, want %v", tc.code, got, tc.late)
+		}
+	}
+}

@@ -274,7 +274,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "unknown host token")
 		return
 	}
-	_ = host
 	switch {
 	case p == protocol.DetachPath && r.Method == http.MethodDelete:
 		s.mu.Lock()
@@ -282,6 +281,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.Detached++
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
+	case p == protocol.HostSelfPath && r.Method == http.MethodGet:
+		s.mu.Lock()
+		valid := 0
+		for _, u := range s.Uploads {
+			if u.Outcome == protocol.OutcomeAccepted || u.Outcome == protocol.OutcomeLate {
+				valid++
+			}
+		}
+		s.mu.Unlock()
+		// One credit per accepted result, as the fake's result answers say.
+		writeJSON(w, protocol.HostInfo{HostID: host, Credit: float64(valid), ResultsValid: valid, LastContact: time.Now()})
 	case p == protocol.DetachPath && r.Method == http.MethodPatch:
 		var req protocol.HostUpdateRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {

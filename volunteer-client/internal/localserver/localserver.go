@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,8 +28,12 @@ import (
 // Controller is what the API controls: the agent.
 type Controller interface {
 	Status() localapi.Status
+	// WaitChange returns the Status once its Seq is above after, or when ctx ends.
+	WaitChange(ctx context.Context, after uint64) localapi.Status
 	Pause()
+	PauseFor(d time.Duration) // pause, then resume by itself after d
 	Resume()
+	Touch() // the Status shows something that changed outside the controller (preferences)
 }
 
 // Server is a running local API.
@@ -85,8 +90,39 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 	mux.HandleFunc("GET "+localapi.PathState, func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, c.Status())
 	})
+	mux.HandleFunc("GET "+localapi.PathWait, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		after, err := strconv.ParseUint(q.Get("after"), 10, 64)
+		if err != nil {
+			reply(w, http.StatusBadRequest, localapi.Error{Message: fmt.Sprintf("wait: after = %q, want the seq of the last Status seen (an unsigned integer)", q.Get("after"))})
+			return
+		}
+		timeout := 30 * time.Second
+		if v := q.Get("timeout"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || time.Duration(n)*time.Second > localapi.MaxWait {
+				reply(w, http.StatusBadRequest, localapi.Error{Message: fmt.Sprintf("wait: timeout = %q, want whole seconds 1..%d", v, int(localapi.MaxWait/time.Second))})
+				return
+			}
+			timeout = time.Duration(n) * time.Second
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		reply(w, http.StatusOK, c.WaitChange(ctx, after))
+	})
 	mux.HandleFunc("POST "+localapi.PathPause, func(w http.ResponseWriter, r *http.Request) {
-		c.Pause()
+		v := r.URL.Query().Get("for")
+		if v == "" {
+			c.Pause()
+			reply(w, http.StatusOK, c.Status())
+			return
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > localapi.MaxSnooze {
+			reply(w, http.StatusBadRequest, localapi.Error{Message: fmt.Sprintf("pause: for = %q, want a duration such as \"1h\" between 1s and %s", v, localapi.MaxSnooze)})
+			return
+		}
+		c.PauseFor(d)
 		reply(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("POST "+localapi.PathResume, func(w http.ResponseWriter, r *http.Request) {
@@ -113,6 +149,7 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 			reply(w, http.StatusInternalServerError, localapi.Error{Message: err.Error()})
 			return
 		}
+		c.Touch()
 		reply(w, http.StatusOK, np)
 	})
 	mux.HandleFunc("DELETE "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
@@ -121,6 +158,7 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 			reply(w, http.StatusInternalServerError, localapi.Error{Message: err.Error()})
 			return
 		}
+		c.Touch()
 		reply(w, http.StatusOK, np)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
