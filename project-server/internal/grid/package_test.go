@@ -3,6 +3,7 @@ package grid
 import (
 	"bufio"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -85,6 +86,21 @@ func TestDebianPackages(t *testing.T) {
 			t.Errorf("%s contains ONNX Runtime:\n%s", b.Name, list)
 		}
 	}
+	// Dependencies: OpenBLAS where linked, adduser for the postinst.
+	for _, c := range []struct {
+		b    debpkg.Built
+		want []string
+	}{{vol, []string{"libc6"}}, {srv, []string{"libc6", "adduser"}}} {
+		dep, _ := exec.Command("dpkg-deb", "-f", c.b.Path, "Depends").Output()
+		if buildTags() == "openblas" {
+			c.want = append(c.want, "libopenblas0")
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(dep), w) {
+				t.Errorf("%s Depends: %q, want %s", c.b.Name, strings.TrimSpace(string(dep)), w)
+			}
+		}
+	}
 	conffiles, _ := exec.Command("dpkg-deb", "-I", srv.Path, "conffiles").Output()
 	for _, f := range []string{"/etc/texgrid/project-server.json", "/etc/texgrid/dataset-ftp.json"} {
 		if !strings.Contains(string(conffiles), f) {
@@ -116,6 +132,15 @@ func TestDebianPackages(t *testing.T) {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("after dpkg -i: %v", err)
 		}
+	}
+	// The tray is pure Go: it needs no shared library, not even libc.
+	if f, err := elf.Open("/usr/bin/volunteer-tray"); err != nil {
+		t.Error(err)
+	} else {
+		if libs, _ := f.ImportedLibraries(); len(libs) != 0 {
+			t.Errorf("volunteer-tray links %v, want no C library (built without cgo)", libs)
+		}
+		f.Close()
 	}
 	tg, err := user.Lookup("texgrid")
 	if err != nil {

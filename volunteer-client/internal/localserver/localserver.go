@@ -43,6 +43,7 @@ type Server struct {
 	dir   *state.Dir
 	srv   *http.Server
 	done  chan struct{}
+	stop  context.CancelFunc // ends the requests' context: long waits return at Close
 }
 
 // Start listens on 127.0.0.1:0, writes the address and token files and serves until
@@ -65,7 +66,10 @@ func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("local api address: %w", err)
 	}
-	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second}
+	base, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)
@@ -77,6 +81,7 @@ func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	s.stop() // a tray's pending wait answers now instead of holding Shutdown
 	err := s.srv.Shutdown(ctx)
 	<-s.done
 	os.Remove(s.dir.File(localapi.AddrFile))
