@@ -22,6 +22,7 @@ import (
 
 	"github.com/texgrid/texgrid/project-server/internal/debpkg"
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/synth"
 )
 
@@ -428,33 +429,22 @@ func serverUnits(t *testing.T, ctx context.Context, tg *user.User) {
 		}
 	}
 	// Both answer: the FTP port accepts, the project server reports its status.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	poll.For(t, 60*time.Second, "the dataset-ftp unit to listen on "+ftpAddr, func() error {
 		c, err := net.DialTimeout("tcp", ftpAddr, time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dataset-ftp unit never listened on %s: %v", ftpAddr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	var st protocol.Status
-	for {
+	poll.For(t, 60*time.Second, "the project-server unit to answer on "+httpAddr, func() error {
 		resp, err := http.Get("http://" + httpAddr + protocol.APIPrefix + "/status")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("project-server unit never answered on %s: %v", httpAddr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&st)
+	})
 	if st.ProtocolVersion != protocol.Version {
 		t.Errorf("installed project-server speaks protocol %d, want %d", st.ProtocolVersion, protocol.Version)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/volunteer-client/internal/agent"
 	"github.com/texgrid/texgrid/volunteer-client/internal/apiclient"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
@@ -113,7 +114,7 @@ func (tr slowTrainer) Prepare(ctx context.Context, wu *protocol.WorkUnit, basePa
 	return &slowJob{n: tr.steps}, nil
 }
 func (j *slowJob) Step(ctx context.Context) (agent.StepInfo, error) {
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // a batch's training time, simulated
 	j.pos++
 	return agent.StepInfo{Epoch: j.pos * 2 / j.n, Batch: j.pos, Loss: 1, Samples: j.pos, Done: j.pos >= j.n}, nil
 }
@@ -335,13 +336,7 @@ func (it item) click(t *testing.T, label string) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, d, what, cond)
 }
 
 func TestTrayOnSessionBus(t *testing.T) {
