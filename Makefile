@@ -67,7 +67,7 @@ compare: ort ## sync vs async and FedAvgM on kth-tips-grey with a 5x straggler (
 		| grep --line-buffered -v '^        '
 
 bench: build ort ## benchmarks against their peers (PyTorch, ONNX Runtime), printing ratios
-	bash trainer/bench/bench.sh
+	SAVE=1 bash trainer/bench/bench.sh
 	$(GO) test $(GOFLAGS_TAGS) -run '^$$' -bench . -benchtime 3s ./project-server/... ./dataset-ftp/...
 
 lint: ## gofmt, go vet and staticcheck

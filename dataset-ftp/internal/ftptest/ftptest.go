@@ -50,7 +50,9 @@ type Env struct {
 	Addr   string
 	Root   string
 	Config server.Config
-	stop   func()
+	// MetricsURL is the server's GET /metrics when Config.MetricsListen was set.
+	MetricsURL string
+	stop       func()
 
 	mu      sync.Mutex
 	latest  map[string]Indexed // the last automatic indexing of each dataset
@@ -104,7 +106,8 @@ func Start(t testing.TB, opts ...Option) *Env {
 		log = slog.New(slog.DiscardHandler)
 	}
 	serving := make(chan struct{})
-	srv, err := server.New(cfg, server.Options{Log: log, OnIndexed: func(ds string, m *manifest.Manifest, err error) {
+	var srv *server.Server
+	srv, err = server.New(cfg, server.Options{Log: log, OnIndexed: func(ds string, m *manifest.Manifest, err error) {
 		env.record(Indexed{ds, m, err})
 	}, OnServing: func() { close(serving) }})
 	if err != nil {
@@ -139,6 +142,9 @@ func Start(t testing.TB, opts ...Option) *Env {
 		t.Fatalf("server stopped before serving: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("server not serving within 30s")
+	}
+	if a := srv.MetricsAddr(); a != nil {
+		env.MetricsURL = "http://" + a.String() + "/metrics"
 	}
 	return env
 }

@@ -251,7 +251,9 @@ func kill9(t *testing.T, mode string) {
 
 	const rounds, wus = 60, 4
 	rc := client.New("http://"+addr, strings.TrimSpace(researcher), &http.Client{Timeout: 5 * time.Second})
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	// A budget for a machine busy with other tests (about 5 s on a quiet one); the
+	// campaign ends as soon as it is done.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cs := protocol.CampaignSpec{Name: "kill", Dataset: "tex", Model: "tiny", FragmentSize: 16,
 		FragmentsMin: 10, FragmentsMax: 10, Quorum: 0.75, WorkUnitsPerRound: wus, Rounds: rounds, Seed: 42, Start: true}
@@ -308,9 +310,10 @@ func kill9(t *testing.T, mode string) {
 				ps := params
 				mu.Unlock()
 				time.Sleep(time.Duration(2+rand.IntN(10)) * time.Millisecond) // "training": spreads the requests over time
-				if wu.Round == rounds-1 {
+				if wu.Round >= rounds/2 {
 					// The campaign may not end before the tenth kill, however fast
-					// this machine runs it: the last round's results wait for it.
+					// this machine runs it: results on the second half's rounds (or
+					// model versions) wait for it.
 					select {
 					case <-tenKills:
 					case <-ctx.Done():

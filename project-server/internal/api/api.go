@@ -48,7 +48,7 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger, opts ...Option) h
 		o(h)
 	}
 	r := gin.New()
-	r.Use(h.recover, h.observe)
+	r.Use(h.requestID, h.recover, h.observe)
 	r.NoRoute(func(c *gin.Context) {
 		h.fail(c, &scheduler.Error{Code: protocol.CodeNotFound, Message: fmt.Sprintf("no endpoint %s %s", c.Request.Method, c.Request.URL.Path)})
 	})
@@ -90,7 +90,7 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger, opts ...Option) h
 func (h *Handler) fail(c *gin.Context, err error) {
 	e := scheduler.AsError(err)
 	if e.Code == protocol.CodeInternal {
-		h.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
+		h.logger(c).Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
 	}
 	c.AbortWithStatusJSON(Status(e.Code), protocol.ErrorBody{Error: &protocol.Error{Code: e.Code, Message: e.Message}})
 }
@@ -101,7 +101,7 @@ func (h *Handler) recover(c *gin.Context) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			h.log.Error("handler panic", "path", c.Request.URL.Path, "panic", v)
+			h.logger(c).Error("handler panic", "path", c.Request.URL.Path, "panic", v)
 			h.fail(c, fmt.Errorf("panic: %v", v))
 		}
 	}()

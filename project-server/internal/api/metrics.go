@@ -13,8 +13,9 @@ import (
 )
 
 // Metrics is the server's Prometheus registry: RPC latency by route, results by outcome,
-// work units issued and rounds closed as counters, and work units and rounds by state
-// read from the database at scrape time. It implements scheduler.Counters.
+// work units issued and rounds closed as counters, and, read from the database at
+// scrape time, work units and rounds by state, work by campaign and kind, and round
+// durations; plus the database pools' statistics. It implements scheduler.Counters.
 type Metrics struct {
 	reg     *prometheus.Registry
 	latency *prometheus.HistogramVec
@@ -37,8 +38,9 @@ func NewMetrics(db *store.DB) *Metrics {
 		issued: prometheus.NewCounter(prometheus.CounterOpts{Name: "texgrid_work_units_issued_total", Help: "Work units issued (including reissues)."}),
 		closed: prometheus.NewCounter(prometheus.CounterOpts{Name: "texgrid_rounds_closed_total", Help: "Rounds closed by this process."}),
 	}
-	m.reg.MustRegister(m.latency, m.results, m.issued, m.closed, &stateCollector{db: db},
+	m.reg.MustRegister(m.latency, m.results, m.issued, m.closed, &stateCollector{db: db}, &campaignCollector{db: db},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerPools(m.reg, db)
 	return m
 }
 

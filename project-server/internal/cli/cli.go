@@ -141,7 +141,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var file string
 	serverFlags(fs, &flags, &file)
 	tick := fs.Duration("tick", 5*time.Second, "how often work-unit and round deadlines are checked")
+	logFormat := fs.String("log-format", "text", `log format on stderr: "text" or "json"`)
+	logLevel := fs.String("log-level", "info", `least level logged: "debug" (every request with its id), "info", "warn" or "error"`)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
 		return err
 	}
 	cfg, err := loadConfig(fs, flags, file)
@@ -149,7 +155,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.TickInterval = server.Duration(*tick)
-	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.Log = log
 	cfg.Init = DefaultInit
 	cfg.Engine = DefaultEngine
 	if cfg.ModelsDir != "" {
@@ -575,4 +581,21 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// newLogger builds the server's logger writing format ("text" or "json") to w from
+// level ("debug", "info", "warn" or "error").
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

@@ -3,6 +3,7 @@ package grid
 import (
 	"bufio"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/texgrid/texgrid/project-server/internal/debpkg"
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/synth"
 )
 
@@ -84,6 +86,21 @@ func TestDebianPackages(t *testing.T) {
 			t.Errorf("%s contains ONNX Runtime:\n%s", b.Name, list)
 		}
 	}
+	// Dependencies: OpenBLAS where linked, adduser for the postinst.
+	for _, c := range []struct {
+		b    debpkg.Built
+		want []string
+	}{{vol, []string{"libc6"}}, {srv, []string{"libc6", "adduser"}}} {
+		dep, _ := exec.Command("dpkg-deb", "-f", c.b.Path, "Depends").Output()
+		if buildTags() == "openblas" {
+			c.want = append(c.want, "libopenblas0")
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(dep), w) {
+				t.Errorf("%s Depends: %q, want %s", c.b.Name, strings.TrimSpace(string(dep)), w)
+			}
+		}
+	}
 	conffiles, _ := exec.Command("dpkg-deb", "-I", srv.Path, "conffiles").Output()
 	for _, f := range []string{"/etc/texgrid/project-server.json", "/etc/texgrid/dataset-ftp.json"} {
 		if !strings.Contains(string(conffiles), f) {
@@ -115,6 +132,15 @@ func TestDebianPackages(t *testing.T) {
 		if _, err := os.Stat(f); err != nil {
 			t.Errorf("after dpkg -i: %v", err)
 		}
+	}
+	// The tray is pure Go: it needs no shared library, not even libc.
+	if f, err := elf.Open("/usr/bin/volunteer-tray"); err != nil {
+		t.Error(err)
+	} else {
+		if libs, _ := f.ImportedLibraries(); len(libs) != 0 {
+			t.Errorf("volunteer-tray links %v, want no C library (built without cgo)", libs)
+		}
+		f.Close()
 	}
 	tg, err := user.Lookup("texgrid")
 	if err != nil {
@@ -403,33 +429,22 @@ func serverUnits(t *testing.T, ctx context.Context, tg *user.User) {
 		}
 	}
 	// Both answer: the FTP port accepts, the project server reports its status.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	poll.For(t, 60*time.Second, "the dataset-ftp unit to listen on "+ftpAddr, func() error {
 		c, err := net.DialTimeout("tcp", ftpAddr, time.Second)
 		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dataset-ftp unit never listened on %s: %v", ftpAddr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return err
+	})
 	var st protocol.Status
-	for {
+	poll.For(t, 60*time.Second, "the project-server unit to answer on "+httpAddr, func() error {
 		resp, err := http.Get("http://" + httpAddr + protocol.APIPrefix + "/status")
-		if err == nil {
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
+		if err != nil {
+			return err
 		}
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("project-server unit never answered on %s: %v", httpAddr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		defer resp.Body.Close()
+		return json.NewDecoder(resp.Body).Decode(&st)
+	})
 	if st.ProtocolVersion != protocol.Version {
 		t.Errorf("installed project-server speaks protocol %d, want %d", st.ProtocolVersion, protocol.Version)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/grid"
 	"github.com/texgrid/texgrid/project-server/protocol"
 	"github.com/texgrid/texgrid/trainer/onnx"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/trainer/synth"
 )
 
@@ -89,17 +91,16 @@ func browser(t *testing.T, parent context.Context, bin string) context.Context {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() (bool, error)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
+	poll.For(t, timeout, what, func() error {
 		ok, err := cond()
 		if ok {
-			return
+			return nil
 		}
-		last = err
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: not within %s (last error %v)", what, timeout, last)
+		if err == nil {
+			err = errors.New("not yet")
+		}
+		return err
+	})
 }
 
 // js evaluates an expression in the page and decodes its value.

@@ -82,6 +82,7 @@ type Agent struct {
 	changed chan struct{} // closed and replaced whenever st.Seq goes up
 	snooze  *time.Timer   // ends a timed pause; nil when none
 	hostNow chan struct{} // asks the host-record reader to read now (after uploads)
+	metrics *metrics
 
 	// The last idle answer; only the Run goroutine touches these.
 	idleAt  time.Time
@@ -116,7 +117,7 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, work: work, log: cfg.Logger, wake: make(chan struct{}), changed: make(chan struct{}), hostNow: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, work: work, log: cfg.Logger, wake: make(chan struct{}), changed: make(chan struct{}), hostNow: make(chan struct{}, 1), metrics: newMetrics()}
 	a.st = localapi.Status{APIVersion: localapi.Version, Seq: 1, State: localapi.StateIdle, Server: cfg.Identity.Server, HostID: cfg.Identity.HostID, ClientVersion: cfg.Version}
 	return a, nil
 }
@@ -248,6 +249,7 @@ func (a *Agent) setState(state, reason string) {
 
 func (a *Agent) fail(err error) {
 	a.log.Error("volunteer-client", "err", err)
+	a.metrics.errors.WithLabelValues("failed").Inc()
 	now := a.cfg.Now()
 	a.update(func(s *localapi.Status) { s.LastError, s.LastErrorAt = err.Error(), &now })
 }
@@ -304,6 +306,7 @@ func (a *Agent) retry(ctx context.Context, what string, op func(ctx context.Cont
 		return apiclient.ForRetry(op(ctx))
 	}, func(err error, wait time.Duration) {
 		a.log.Warn("retrying", "what", what, "err", err, "wait", wait.Round(time.Millisecond))
+		a.metrics.errors.WithLabelValues("retried").Inc()
 		now := a.cfg.Now()
 		a.update(func(s *localapi.Status) {
 			s.LastError, s.LastErrorAt = fmt.Sprintf("%s: %v (retrying in %s)", what, err, wait.Round(time.Second)), &now
@@ -658,6 +661,7 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) (i
 	thr := &throttle{account: func(busy, slept time.Duration) {
 		a.update(func(s *localapi.Status) {
 			s.BusySeconds += busy.Seconds()
+			a.metrics.training.Add(busy.Seconds())
 			s.ThrottledSeconds += slept.Seconds()
 		})
 	}}
@@ -799,12 +803,15 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 	var resp *protocol.ResultResponse
 	err := a.retry(ctx, fmt.Sprintf("upload result %d", r.WorkUnit), func(ctx context.Context) error {
 		var err error
+		a.metrics.upload.Add(float64(len(delta)))
 		resp, err = a.cfg.API.UploadResult(ctx, r.WorkUnit, apiclient.Result{Delta: delta, SHA256: r.SHA256, Samples: r.Samples, Loss: r.Loss})
 		return err
 	})
 	switch {
 	case err == nil:
 		a.log.Info("result accepted", "work_unit", r.WorkUnit, "outcome", resp.Outcome, "round", resp.Round, "credit", resp.Credit, "replayed", resp.Replayed)
+		a.metrics.units.WithLabelValues(resp.Outcome).Inc()
+		a.metrics.samples.Add(float64(r.Samples))
 		a.update(func(s *localapi.Status) {
 			if resp.Outcome == protocol.OutcomeLate {
 				s.Late++
@@ -814,12 +821,15 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 		})
 	case errors.Is(err, apiclient.ErrLate):
 		a.log.Warn("result late: the round closed without it", "work_unit", r.WorkUnit)
+		a.metrics.units.WithLabelValues(protocol.OutcomeLate).Inc()
+		a.metrics.samples.Add(float64(r.Samples))
 		a.update(func(s *localapi.Status) { s.Late++ })
 	case ctx.Err() != nil, errors.Is(err, apiclient.ErrUnauthorized), errors.Is(err, apiclient.ErrUpgrade):
 		return err // shutdown, a forgotten host or an old client: the result stays on disk
 	default:
 		// A final answer (closed work unit, invalid delta, too large ...): sending the
 		// same bytes again cannot change it.
+		a.metrics.units.WithLabelValues("dropped").Inc()
 		a.fail(fmt.Errorf("result %d dropped: %w", r.WorkUnit, err))
 	}
 	a.mu.Lock()

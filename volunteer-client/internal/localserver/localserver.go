@@ -36,6 +36,16 @@ type Controller interface {
 	Touch() // the Status shows something that changed outside the controller (preferences)
 }
 
+// MetricsSource is a Controller that also has Prometheus metrics; the API serves them
+// at GET PathMetrics, behind the same token as everything else, so only who can read
+// the state directory (and a Prometheus given the token file) sees them.
+type MetricsSource interface {
+	MetricsHandler() http.Handler
+}
+
+// PathMetrics is where the local API serves the client's metrics.
+const PathMetrics = "/metrics"
+
 // Server is a running local API.
 type Server struct {
 	Addr  string
@@ -43,6 +53,7 @@ type Server struct {
 	dir   *state.Dir
 	srv   *http.Server
 	done  chan struct{}
+	stop  context.CancelFunc // ends the requests' context: long waits return at Close
 }
 
 // Start listens on 127.0.0.1:0, writes the address and token files and serves until
@@ -65,7 +76,10 @@ func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("local api address: %w", err)
 	}
-	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second}
+	base, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)
@@ -77,6 +91,7 @@ func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	s.stop() // a tray's pending wait answers now instead of holding Shutdown
 	err := s.srv.Shutdown(ctx)
 	<-s.done
 	os.Remove(s.dir.File(localapi.AddrFile))
@@ -152,6 +167,9 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 		c.Touch()
 		reply(w, http.StatusOK, np)
 	})
+	if ms, ok := c.(MetricsSource); ok {
+		mux.Handle("GET "+PathMetrics, ms.MetricsHandler())
+	}
 	mux.HandleFunc("DELETE "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
 		np, err := p.Reset()
 		if err != nil {

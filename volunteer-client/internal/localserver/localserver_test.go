@@ -24,9 +24,12 @@ type ctl struct {
 	snooze  time.Duration
 	seq     uint64
 	changed chan struct{}
+	waiting chan struct{} // hears each WaitChange call
 }
 
-func newCtl() *ctl { return &ctl{seq: 1, changed: make(chan struct{})} }
+func newCtl() *ctl {
+	return &ctl{seq: 1, changed: make(chan struct{}), waiting: make(chan struct{}, 8)}
+}
 
 func (c *ctl) Status() localapi.Status {
 	c.mu.Lock()
@@ -43,6 +46,10 @@ func (c *ctl) statusLocked() localapi.Status {
 }
 
 func (c *ctl) WaitChange(ctx context.Context, after uint64) localapi.Status {
+	select {
+	case c.waiting <- struct{}{}:
+	default:
+	}
 	for {
 		c.mu.Lock()
 		if c.seq > after {
@@ -265,5 +272,38 @@ func TestWaitAndSnoozeRejectBadInput(t *testing.T) {
 	defer ctl.mu.Unlock()
 	if ctl.snooze != time.Hour {
 		t.Errorf("snooze reached the controller as %s, want 1h", ctl.snooze)
+	}
+}
+
+func TestCloseEndsPendingWait(t *testing.T) {
+	t.Parallel()
+	d, _, srv, ctl := startCtl(t)
+	c, err := localapi.Dial(d.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.State(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.WaitState(context.Background(), st.Seq, 60*time.Second)
+	}()
+	select {
+	case <-ctl.waiting:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the wait never reached the controller")
+	}
+	start := time.Now()
+	srv.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Close took %s with a wait pending, want it to end the wait at once", took)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pending wait did not return after Close")
 	}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/texgrid/texgrid/configs"
 	"github.com/texgrid/texgrid/project-server/protocol"
+	"github.com/texgrid/texgrid/trainer/poll"
 	"github.com/texgrid/texgrid/volunteer-client/internal/agent"
 	"github.com/texgrid/texgrid/volunteer-client/internal/apiclient"
 	"github.com/texgrid/texgrid/volunteer-client/internal/fakeserver"
@@ -113,7 +114,7 @@ func (tr slowTrainer) Prepare(ctx context.Context, wu *protocol.WorkUnit, basePa
 	return &slowJob{n: tr.steps}, nil
 }
 func (j *slowJob) Step(ctx context.Context) (agent.StepInfo, error) {
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // a batch's training time, simulated
 	j.pos++
 	return agent.StepInfo{Epoch: j.pos * 2 / j.n, Batch: j.pos, Loss: 1, Samples: j.pos, Done: j.pos >= j.n}, nil
 }
@@ -335,13 +336,7 @@ func (it item) click(t *testing.T, label string) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	poll.Until(t, d, what, cond)
 }
 
 func TestTrayOnSessionBus(t *testing.T) {
@@ -350,9 +345,24 @@ func TestTrayOnSessionBus(t *testing.T) {
 	d := startDaemon(t)
 	bin := buildTray(t)
 
+	// systemd is not running here: a stand-in systemctl on the tray's PATH keeps the
+	// user unit's state in a file, so start and stop can be clicked.
+	sysd := t.TempDir()
+	calls, unitState := filepath.Join(sysd, "calls"), filepath.Join(sysd, "state")
+	if err := os.WriteFile(unitState, []byte("active\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"$*\" >> " + calls + "\ncase \"$*\" in\n" +
+		"*show*) printf 'LoadState=loaded\\nActiveState=%s\\n' \"$(cat " + unitState + ")\" ;;\n" +
+		"*' stop '*) echo inactive > " + unitState + " ;;\n" +
+		"*' start '*) echo active > " + unitState + " ;;\nesac\n"
+	if err := os.WriteFile(filepath.Join(sysd, "systemctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
 	var logs bytes.Buffer
-	cmd := exec.Command(bin, "--state-dir", d.dir.Path, "--unit", "")
-	cmd.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+addr)
+	cmd := exec.Command(bin, "--state-dir", d.dir.Path)
+	cmd.Env = append(os.Environ(), "DBUS_SESSION_BUS_ADDRESS="+addr, "PATH="+sysd+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -389,10 +399,11 @@ func TestTrayOnSessionBus(t *testing.T) {
 			t.Errorf("%q is under %q, want the %q submenu", label, p, tray.LabelPreferences)
 		}
 	}
-	// No systemd user service here: start and stop stay hidden.
-	if m[tray.LabelStartService].Visible || m[tray.LabelStopService].Visible {
-		t.Error("start/stop daemon shown without a user service")
-	}
+	// The daemon's user unit runs: stop is offered, start is not.
+	waitFor(t, 10*time.Second, "stop daemon offered for the running unit", func() bool {
+		m := it.menu(t)
+		return m[tray.LabelStopService].Visible && !m[tray.LabelStartService].Visible
+	})
 
 	// Computing: the tooltip names the campaign, round, epoch and percent, and the
 	// credit line comes from the server's host record.
@@ -457,6 +468,21 @@ func TestTrayOnSessionBus(t *testing.T) {
 		return err == nil && !p.RunOnlyWhenIdle
 	})
 
+	// Stop and start go to systemctl --user for the unit, and the menu follows.
+	it.click(t, tray.LabelStopService)
+	waitFor(t, 10*time.Second, "start daemon offered after stop", func() bool {
+		m := it.menu(t)
+		return m[tray.LabelStartService].Visible && !m[tray.LabelStopService].Visible
+	})
+	it.click(t, tray.LabelStartService)
+	waitFor(t, 10*time.Second, "stop daemon offered after start", func() bool { return it.menu(t)[tray.LabelStopService].Visible })
+	b, _ := os.ReadFile(calls)
+	for _, want := range []string{"--user --no-ask-password stop " + tray.UnitName, "--user --no-ask-password start " + tray.UnitName} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("systemctl not called with %q; calls:\n%s", want, b)
+		}
+	}
+
 	// Snooze pauses with an end about an hour away.
 	it.click(t, tray.LabelSnooze)
 	waitFor(t, 5*time.Second, "the snooze", func() bool {
@@ -468,8 +494,19 @@ func TestTrayOnSessionBus(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, "the snoozed title", func() bool { return strings.HasPrefix(it.title(t), "texgrid: snoozed until") })
 
-	// The daemon goes away: the tray says so.
+	// The daemon dies as with kill -9: its address and token files stay behind, naming
+	// a port nobody listens on. The tray says so.
+	addrB, err1 := os.ReadFile(d.dir.File(localapi.AddrFile))
+	tokB, err2 := os.ReadFile(d.dir.File(localapi.TokenFile))
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
 	d.stop()
+	for name, b := range map[string][]byte{localapi.AddrFile: addrB, localapi.TokenFile: tokB} {
+		if err := os.WriteFile(d.dir.File(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	waitFor(t, 10*time.Second, "daemon unreachable", func() bool {
 		return strings.Contains(it.title(t), "daemon unreachable") && bytes.Equal(it.icon(t), pixmap(t, tray.DaemonUnreachable))
 	})
