@@ -20,7 +20,10 @@ type rule struct {
 // The import table of ARCHITECTURE.md. Keep the two in step.
 var rules = []rule{
 	{"project-server/protocol", nil},
+	{"project-server/client", []string{"project-server/protocol"}},
 	{"volunteer-client/localapi", nil},
+	{"volunteer-client/internal/tray", []string{"volunteer-client/localapi"}},
+	{"volunteer-client/cmd/volunteer-tray", []string{"volunteer-client/internal/tray"}},
 	{"dataset-ftp/manifest", []string{"trainer/data"}},
 	{"trainer", []string{"trainer", "configs"}},
 	{"dataset-ftp", []string{"dataset-ftp", "trainer"}},

@@ -34,6 +34,12 @@
 //	  "method_not_allowed" (405) and "protocol_too_new" (400). Clients before
 //	  version 4 keep working: they are given work of synchronous campaigns only
 //	  (AsyncVersion), whose answers are unchanged.
+//	5 (2026-12-02): researcher ownership (403 "forbidden" on another researcher's
+//	  campaign; GET /campaigns lists the caller's own; admins see all) and new read
+//	  routes for the web UI: GET /hosts, GET /campaigns/{id}/rounds/{r}/work-units,
+//	  GET /models, GET /datasets, GET /campaigns/{id}/model, POST
+//	  /campaigns/{id}/classify (see researcher.go). Nothing a
+//	  version-1 client sends or reads changed.
 //
 // # Volunteer flow
 //
@@ -55,7 +61,7 @@ import (
 )
 
 // Version is the protocol version this build speaks.
-const Version = 4
+const Version = 5
 
 // MinVersion is the oldest client protocol version the server still accepts.
 const MinVersion = 1
@@ -305,6 +311,16 @@ func WorkPath(id int64, sub string) string {
 
 // BlobPath returns GET /api/v1/blobs/{sha256}: model versions, content-addressed.
 func BlobPath(sha string) string { return APIPrefix + "/blobs/" + sha }
+
+// CampaignPath returns /api/v1/campaigns/{id}, or its sub-resource or action
+// ("rounds", "pause", ...) when sub is not empty.
+func CampaignPath(id int64, sub string) string {
+	p := fmt.Sprintf("%s/campaigns/%d", APIPrefix, id)
+	if sub != "" {
+		p += "/" + sub
+	}
+	return p
+}
 
 // Researcher API. Every call needs "Authorization: Bearer <researcher token>".
 

@@ -6,7 +6,8 @@
 // result bit, depends only on the inputs.
 //
 // The package also has its own single-threaded sgemm (packed.go), with assembly
-// kernels for AVX-512 and AVX2 (Kernel says which one runs): MatMulAsm has MatMul's
+// kernels for AVX-512 and AVX2 (Kernel says which one runs; $TEXGRID_GEMM_ISA caps the
+// choice, so an AVX-512 machine can run and measure the AVX2 path): MatMulAsm has MatMul's
 // contract; PackA + MulPacked reuse a packed left operand (the weights) across calls
 // and fuse a bias and a ReLU into the product (Epilogue); MulPackedFunc takes the
 // right operand from a packing function instead of a matrix. Where Kernel() is

@@ -5,12 +5,6 @@ import "github.com/texgrid/texgrid/trainer/gemm/internal/kern"
 // avx512 is the implementation over the assembly of package kern.
 var avx512 = &impl{name: "avx512", micro: kernAsm, transpose8: transpose8Asm}
 
-func init() {
-	if kern.Available {
-		cur = avx512
-	}
-}
-
 // kernAsm is the microKernel over the assembly kernels. The caller guarantees that
 // the slices cover what the tile reads and writes.
 func kernAsm(nv, k int, a []float32, arow, astep int, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {

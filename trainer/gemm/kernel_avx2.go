@@ -5,38 +5,45 @@ import "github.com/texgrid/texgrid/trainer/gemm/internal/kern"
 // avx2Impl is the implementation for CPUs with AVX2 and FMA but not AVX-512.
 var avx2Impl = &impl{name: "avx2", micro: kernAVX2, transpose8: transpose8AVX2}
 
-func init() {
-	if !kern.Available && kern.AvailableAVX2 {
-		cur = avx2Impl
-	}
-}
-
-// kernAVX2 is the microKernel over the AVX2 kernels: the tile is cut into 4-row
-// halves and 24-, 16- or 8-column chunks, and the last cols%8 columns, which have no
-// whole vector, go to the pure-Go kernel (they are at most 7 columns of a matrix's
-// last panel).
+// kernAVX2 is the microKernel over the AVX2 kernels: the tile is cut into chunks of
+// up to 24 columns and each chunk into its two 4-row halves, chunk by chunk, so that
+// the second half reads the chunk's rows of B from L1 right after the first. A chunk
+// that ends in part of a vector (a matrix's ragged right edge) goes to the masked
+// kernels, which neither read nor write past its last column.
 func kernAVX2(nv, k int, a []float32, arow, astep int, b []float32, bstride int, c []float32, ldc, rows, cols int, flags uint32, beta float32, bias []float32) {
-	full := cols &^ 7
-	for h := 0; h < rows; h += 4 {
-		ap, cr := &a[h*arow], c[h*ldc:]
-		var bp *float32
-		if flags&flagBias != 0 {
-			bp = &bias[h]
-		}
-		rh := min(4, rows-h)
-		for q := 0; q < full; q += 24 {
-			switch min(24, full-q) {
-			case 24:
-				kern.AVX2x4x24(k, ap, arow, astep, &b[q], bstride, &cr[q], ldc, rh, flags, beta, bp)
-			case 16:
-				kern.AVX2x4x16(k, ap, arow, astep, &b[q], bstride, &cr[q], ldc, rh, flags, beta, bp)
+	pf := flags&flagPrefetchB != 0
+	flags &^= flagPrefetchB
+	for q := 0; q < cols; q += 24 {
+		w := min(24, cols-q)
+		tail := w - (w-1)/8*8 // columns in the chunk's last vector, 1..8
+		for h := 0; h < rows; h += 4 {
+			ap, bq, cp := &a[h*arow], &b[q], &c[h*ldc+q]
+			var bp *float32
+			if flags&flagBias != 0 {
+				bp = &bias[h]
+			}
+			rh := min(4, rows-h)
+			switch {
+			case tail < 8 && w > 16:
+				kern.AVX2x4x24M(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp, tail)
+			case tail < 8 && w > 8:
+				kern.AVX2x4x16M(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp, tail)
+			case tail < 8:
+				kern.AVX2x4x8M(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp, tail)
+			case w == 24 && pf:
+				kern.AVX2x4x24PFB(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp)
+			case w == 24:
+				kern.AVX2x4x24(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp)
+			case w == 16 && pf:
+				kern.AVX2x4x16PFB(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp)
+			case w == 16:
+				kern.AVX2x4x16(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp)
+			case pf:
+				kern.AVX2x4x8PFB(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp)
 			default:
-				kern.AVX2x4x8(k, ap, arow, astep, &b[q], bstride, &cr[q], ldc, rh, flags, beta, bp)
+				kern.AVX2x4x8(k, ap, arow, astep, bq, bstride, cp, ldc, rh, flags, beta, bp)
 			}
 		}
-	}
-	if full < cols {
-		kernGeneric(0, k, a, arow, astep, b[full:], bstride, c[full:], ldc, rows, cols-full, flags, beta, bias)
 	}
 }
 

@@ -1,6 +1,11 @@
 package gemm
 
-import "github.com/texgrid/texgrid/trainer/gemm/internal/kern"
+import (
+	"fmt"
+	"os"
+
+	"github.com/texgrid/texgrid/trainer/gemm/internal/kern"
+)
 
 // Tile geometry shared by every kernel: A is packed in panels of mr rows and the
 // widest kernel covers nr columns (nr/16 vectors of 16 floats).
@@ -35,11 +40,67 @@ type impl struct {
 	transpose8 func(dst []float32, ldd int, src []float32, lds, cols int)
 }
 
-// generic is the pure-Go implementation; cur is the one in use, chosen at start-up.
+// generic is the pure-Go implementation; cur is the one in use, chosen at start-up
+// (see chooseKernel), and envErr what was wrong with the environment's choice.
 var (
-	generic = &impl{name: "generic", micro: kernGeneric, transpose8: transpose8Go}
-	cur     = generic
+	generic     = &impl{name: "generic", micro: kernGeneric, transpose8: transpose8Go}
+	cur, envErr = chooseKernel(os.Getenv(EnvISA))
 )
+
+// EnvISA is the environment variable that caps the kernels at an instruction set:
+// "avx2" runs the AVX2 kernels on a CPU with AVX-512 (as most volunteers' CPUs would),
+// "generic" the pure-Go ones; "avx512" or empty leave the best the CPU has. It never
+// raises the choice above what the CPU supports.
+const EnvISA = "TEXGRID_GEMM_ISA"
+
+// chooseKernel returns the best implementation the CPU runs, capped at isa (see
+// EnvISA). An unknown isa leaves the best one and returns an error naming it.
+func chooseKernel(isa string) (*impl, error) {
+	avail := availableKernels()
+	best := avail[len(avail)-1]
+	if isa == "" {
+		return best, nil
+	}
+	rank := map[string]int{"generic": 0, "avx2": 1, "avx512": 2}
+	want, ok := rank[isa]
+	if !ok {
+		return best, fmt.Errorf("gemm: %s=%q is not one of avx512, avx2, generic", EnvISA, isa)
+	}
+	choice := generic
+	for _, im := range avail {
+		if rank[im.name] <= want {
+			choice = im
+		}
+	}
+	return choice, nil
+}
+
+// availableKernels lists the implementations this CPU and build can run, slowest
+// first.
+func availableKernels() []*impl {
+	ims := []*impl{generic}
+	if kern.AvailableAVX2 {
+		ims = append(ims, avx2Impl)
+	}
+	if kern.Available {
+		ims = append(ims, avx512)
+	}
+	return ims
+}
+
+// Kernels names the kernels this CPU and build can run, slowest first; Kernel() is
+// the last of them unless $TEXGRID_GEMM_ISA caps it.
+func Kernels() []string {
+	var names []string
+	for _, im := range availableKernels() {
+		names = append(names, im.name)
+	}
+	return names
+}
+
+// EnvError reports an unusable $TEXGRID_GEMM_ISA (the kernels then are the best the
+// CPU has); commands check it at start-up so that a typo does not go unnoticed.
+func EnvError() error { return envErr }
 
 // Kernel names the kernels behind MatMulAsm and MulPacked: "avx512", "avx2" or
 // "generic" (pure Go, several times slower than the BLAS backends; prefer MatMul there).

@@ -2,25 +2,15 @@ package gemm
 
 import (
 	"fmt"
-
-	"github.com/texgrid/texgrid/trainer/gemm/internal/kern"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
 // kernels lists every micro-kernel this machine can run, so each test covers the
 // assembly and the pure-Go fallback alike.
-func kernels() []*impl {
-	ims := []*impl{generic}
-	if kern.AvailableAVX2 {
-		ims = append(ims, avx2Impl)
-	}
-	if kern.Available {
-		ims = append(ims, avx512)
-	}
-	return ims
-}
+func kernels() []*impl { return availableKernels() }
 
 // TestMicroKernel calls each micro-kernel directly on one tile for every width, a
 // range of row counts and ragged column counts, and every combination of flags, and
@@ -105,5 +95,52 @@ func TestReLUKeepsNaN(t *testing.T) {
 		if !math.IsNaN(float64(c[0])) || c[1] != 0 || c[2] != 1 {
 			t.Errorf("%s: relu of [NaN -1 1] = %v", im.name, c)
 		}
+	}
+}
+
+// TestChooseKernel shows what each value of $TEXGRID_GEMM_ISA selects: never more
+// than the CPU has, and an error naming a value it does not know.
+func TestChooseKernel(t *testing.T) {
+	t.Parallel()
+	avail := availableKernels()
+	best := avail[len(avail)-1]
+	upTo := func(name string) *impl {
+		choice := generic
+		for _, im := range avail {
+			if im.name == name {
+				choice = im
+			}
+		}
+		if name == "avx512" {
+			return best
+		}
+		return choice
+	}
+	cases := []struct {
+		name, isa string
+		want      *impl
+		wantErr   bool
+	}{
+		{"unset", "", best, false},
+		{"avx512", "avx512", best, false},
+		{"avx2", "avx2", upTo("avx2"), false},
+		{"generic", "generic", generic, false},
+		{"unknown", "sse9", best, true},
+		{"wrong case", "AVX2", best, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := chooseKernel(tc.isa)
+			if got != tc.want {
+				t.Errorf("chooseKernel(%q) = %s, want %s", tc.isa, got.name, tc.want.name)
+			}
+			if (err != nil) != tc.wantErr {
+				t.Errorf("chooseKernel(%q) error = %v, want error %v", tc.isa, err, tc.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), tc.isa) {
+				t.Errorf("error %q does not name the value %q", err, tc.isa)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ package gemm
 /*
 #cgo LDFLAGS: -lopenblas
 void openblas_set_num_threads(int num_threads);
+char* openblas_get_corename(void);
 */
 import "C"
 
@@ -23,3 +24,7 @@ func init() {
 }
 
 func setThreads(n int) { C.openblas_set_num_threads(C.int(n)) }
+
+// BLASCore names the kernels the BLAS chose for this CPU: OpenBLAS's core name (for
+// example "haswell" or "skylakex"; $OPENBLAS_CORETYPE can force one).
+func BLASCore() string { return C.GoString(C.openblas_get_corename()) }

@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"os"
 
 	"github.com/texgrid/texgrid/trainer/gemm"
 )
@@ -57,13 +58,35 @@ func (pw *packedWeights) pack(l *layerInfo, wt []float32, transposed bool) {
 
 // usePackedConv reports whether convolutions use the trainer's own packed GEMM
 // (gemm.MulPacked, with the bias and ReLU fused into it) rather than gemm.MatMul. It
-// does wherever its kernel is the AVX-512 one, which measured 2-20% faster than
-// OpenBLAS on every conv product of the shipped models (23-74% with the bias and ReLU
-// fused), and without OpenBLAS wherever it has an assembly kernel; its generic Go
-// kernel is slower than gonum's.
+// does wherever its kernel is an assembly one: the AVX-512 kernel measured 2-20%
+// faster than OpenBLAS on every conv product of the shipped models (23-74% with the
+// bias and ReLU fused), and the AVX2 kernel is measured against OpenBLAS's Haswell
+// kernels by trainer/bench. Its generic Go kernel is slower than gonum's.
+// $TEXGRID_CONV_GEMM ("packed" or "blas") overrides the choice, for measuring.
 func usePackedConv() bool {
+	switch os.Getenv(EnvConvGEMM) {
+	case "packed":
+		return gemm.Kernel() != "generic" || gemm.Backend() != "openblas"
+	case "blas":
+		return false
+	}
 	k := gemm.Kernel()
-	return k == "avx512" || (gemm.Backend() != "openblas" && k != "generic")
+	return k == "avx512" || k == "avx2" || (gemm.Backend() != "openblas" && k != "generic")
+}
+
+// EnvConvGEMM is the environment variable that chooses the convolutions' GEMM:
+// "packed" (package gemm's own, where it has an assembly kernel or there is no
+// OpenBLAS), "blas" (gemm.MatMul), or empty for the measured default.
+const EnvConvGEMM = "TEXGRID_CONV_GEMM"
+
+// ConvEngine names what new workspaces run the convolutions on: "packed/<kernel>"
+// for package gemm's own GEMM (kernel as gemm.Kernel names it), "blas/<backend>"
+// otherwise. Benchmarks print it next to their figures.
+func ConvEngine() string {
+	if usePackedConv() {
+		return "packed/" + gemm.Kernel()
+	}
+	return "blas/" + gemm.Backend()
 }
 
 // convForward computes y = W * im2col(x) + b, followed by max(0, .) when fuseReLU.

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,6 +24,23 @@ type Client struct {
 	addr  string
 	token string
 	hc    *http.Client
+	long  *http.Client // no overall timeout: WaitState bounds its own calls
+}
+
+// DefaultStateDir is the state directory of a client started without --state-dir:
+// $TEXGRID_STATE_DIR, else $XDG_STATE_HOME/texgrid-volunteer, else
+// ~/.local/state/texgrid-volunteer. getenv is os.Getenv outside tests.
+func DefaultStateDir(getenv func(string) string) string {
+	if d := getenv("TEXGRID_STATE_DIR"); d != "" {
+		return d
+	}
+	if d := getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "texgrid-volunteer")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "state", "texgrid-volunteer")
+	}
+	return ".texgrid-volunteer"
 }
 
 // Dial reads the address and token files of stateDir. It does not contact the client.
@@ -42,7 +61,23 @@ func Dial(stateDir string) (*Client, error) {
 
 // New returns a client for the API at addr ("127.0.0.1:port") with the given token.
 func New(addr, token string) *Client {
-	return &Client{addr: addr, token: token, hc: &http.Client{Timeout: 10 * time.Second}}
+	return &Client{addr: addr, token: token, hc: &http.Client{Timeout: 10 * time.Second}, long: &http.Client{}}
+}
+
+// WaitState returns the client's Status once its Seq is above after, or the current
+// Status when timeout passes first (version 2; a version-1 client answers 404).
+func (c *Client) WaitState(ctx context.Context, after uint64, timeout time.Duration) (*Status, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
+	defer cancel()
+	q := url.Values{"after": {strconv.FormatUint(after, 10)}, "timeout": {strconv.Itoa(int(timeout.Round(time.Second) / time.Second))}}
+	var s Status
+	return &s, c.call(ctx, c.long, http.MethodGet, PathWait+"?"+q.Encode(), nil, &s)
+}
+
+// PauseFor pauses the client and lets it resume by itself after d (snooze, version 2).
+func (c *Client) PauseFor(ctx context.Context, d time.Duration) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodPost, PathPause+"?for="+url.QueryEscape(d.String()), nil, &s)
 }
 
 // State returns what the client is doing.
@@ -82,6 +117,10 @@ func (c *Client) ResetPrefs(ctx context.Context) (*Prefs, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	return c.call(ctx, c.hc, method, path, in, out)
+}
+
+func (c *Client) call(ctx context.Context, hc *http.Client, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -98,7 +137,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("local api %s %s: %w (is the client still running?)", method, path, err)
 	}

@@ -8,6 +8,17 @@
 // state directory; every request must send "Authorization: Bearer <token>" with the
 // token from TokenFile (mode 0600), like BOINC's GUI RPC password. Only someone who
 // can read the state directory can control the client.
+//
+// # Versioning
+//
+// Version only goes up; Status.APIVersion carries it, so a tray can tell which fields
+// and endpoints the client it talks to has. Fields and endpoints are only added.
+//
+//	1 (2026-11-21): state, pause, resume, preferences.
+//	2 (2026-12-02): Status gains APIVersion, Seq (a change counter), Host (the host's
+//	  credit and results from the server's record), ServerError, PausedUntil;
+//	  WorkUnit gains Epochs, StartedAt and SecondsLeft; GET /v1/state/wait waits for
+//	  a change; POST /v1/pause?for=DURATION pauses until a time (snooze).
 package localapi
 
 import (
@@ -24,12 +35,28 @@ const (
 	TokenFile = "localapi.token" // the bearer token, mode 0600, rewritten at every start
 )
 
+// Version is the local API version this build serves (see the package doc).
+const Version = 2
+
 // Endpoints, all relative to http://<addr>.
 const (
-	PathState       = "/v1/state"       // GET: Status
-	PathPause       = "/v1/pause"       // POST: pause between batches; answers Status
+	PathState = "/v1/state" // GET: Status
+	// PathWait is GET ?after=SEQ&timeout=SECONDS (version 2): answers Status as soon
+	// as Status.Seq > SEQ, or the current Status after timeout seconds (1..MaxWait,
+	// default 30). A tray calls it in a loop instead of polling.
+	PathWait = "/v1/state/wait"
+	// PathPause is POST: pause between batches; answers Status. With ?for=DURATION
+	// (Go syntax such as "1h", 1s..MaxSnooze; version 2) the client resumes by itself
+	// at Status.PausedUntil.
+	PathPause       = "/v1/pause"
 	PathResume      = "/v1/resume"      // POST: resume; answers Status
 	PathPreferences = "/v1/preferences" // GET: effective Prefs; PUT PrefsPatch: answers Prefs; DELETE: drop local changes
+)
+
+// Limits of the query parameters.
+const (
+	MaxWait   = 5 * time.Minute // longest wait timeout
+	MaxSnooze = 7 * 24 * time.Hour
 )
 
 // Client states shown to the volunteer.
@@ -49,6 +76,10 @@ const (
 
 // Status is GET /v1/state: what the client is doing right now.
 type Status struct {
+	APIVersion int `json:"api_version"` // Version of the serving client; 0 from a version-1 client
+	// Seq goes up by at least one at every change of what Status shows, while the
+	// client runs; it starts again at 1 when the client restarts.
+	Seq         uint64     `json:"seq"`
 	State       string     `json:"state"`            // one of the State* constants
 	Reason      string     `json:"reason,omitempty"` // why waiting or idle, for humans
 	Server      string     `json:"server,omitempty"` // project server URL
@@ -56,8 +87,15 @@ type Status struct {
 	WorkUnit    *WorkUnit  `json:"work_unit,omitempty"`
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
-	Completed   int        `json:"completed"` // results accepted since start
-	Late        int        `json:"late"`      // results answered late since start
+	// ServerError is the last failure to reach the project server (network error,
+	// 5xx); empty once a call succeeded again.
+	ServerError string `json:"server_error,omitempty"`
+	// PausedUntil is when a timed pause (snooze) ends by itself; nil otherwise.
+	PausedUntil *time.Time `json:"paused_until,omitempty"`
+	// Host is the host's record on the server (credit, results); nil until read.
+	Host      *Host `json:"host,omitempty"`
+	Completed int   `json:"completed"` // results accepted since start
+	Late      int   `json:"late"`      // results answered late since start
 	// BusySeconds is the wall time spent training batches since start, and
 	// ThrottledSeconds the time slept between them for the CPU limit: their ratio is
 	// the duty cycle the limit sets.
@@ -78,6 +116,21 @@ type WorkUnit struct {
 	Loss       float64   `json:"loss,omitempty"`
 	Resumed    bool      `json:"resumed,omitempty"` // continued from a checkpoint
 	Deadline   time.Time `json:"deadline"`
+	Epochs     int       `json:"epochs,omitempty"`     // epochs of the work unit; Epoch counts from 0
+	StartedAt  time.Time `json:"started_at,omitempty"` // when this run of training began
+	// SecondsLeft estimates the training time left from the progress rate since
+	// StartedAt; 0 while unknown.
+	SecondsLeft float64 `json:"seconds_left,omitempty"`
+}
+
+// Host is the host's record as the project server keeps it (GET /api/v1/hosts/self),
+// passed on by the client.
+type Host struct {
+	Credit         float64   `json:"credit"`          // total credit, one per GFLOP of valid work
+	ResultsValid   int       `json:"results_valid"`   // accepted or late
+	ResultsInvalid int       `json:"results_invalid"` // refused as invalid
+	ErrorRate      float64   `json:"error_rate"`
+	FetchedAt      time.Time `json:"fetched_at"` // when the client read it
 }
 
 // Prefs are the volunteer's preferences as the client applies them. Zero values are

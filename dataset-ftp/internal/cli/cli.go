@@ -69,12 +69,26 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return 0
 }
 
+// newLogger writes text to w, at debug level when verbose.
 func newLogger(w io.Writer, verbose bool) *slog.Logger {
+	l, _ := formatLogger(w, verbose, "text") // "text" is always known
+	return l
+}
+
+// formatLogger writes format ("text" or "json") to w, at debug level when verbose.
+func formatLogger(w io.Writer, verbose bool, format string) (*slog.Logger, error) {
 	level := slog.LevelInfo
 	if verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -90,6 +104,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	tlsRequired := fs.Bool("tls-required", false, "refuse every command before AUTH TLS")
 	anonymous := fs.Bool("anonymous", false, "allow anonymous read-only logins")
 	verbose := fs.Bool("v", false, "log every FTP command and reply")
+	logFormat := fs.String("log-format", "text", `log format on stderr: "text" or "json"`)
+	metricsListen := fs.String("metrics-listen", "", "serve Prometheus GET /metrics over HTTP here, e.g. 127.0.0.1:9121 (default: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -118,9 +134,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			cfg.TLSRequired = *tlsRequired
 		case "anonymous":
 			cfg.Anonymous = *anonymous
+		case "metrics-listen":
+			cfg.MetricsListen = *metricsListen
 		}
 	})
-	srv, err := server.New(cfg, server.Options{Log: newLogger(stderr, *verbose)})
+	log, err := formatLogger(stderr, *verbose, *logFormat)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(cfg, server.Options{Log: log})
 	if err != nil {
 		return err
 	}

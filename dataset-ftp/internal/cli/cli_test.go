@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -79,6 +80,7 @@ func TestUsageErrors(t *testing.T) {
 		{"serve with a missing config", []string{"serve", "--config", "/nonexistent.json"}, 1},
 		{"serve without root", []string{"serve"}, 1},
 		{"help", []string{"help"}, 0},
+		{"serve with an unknown log format", []string{"serve", "--root", ".", "--log-format", "xml"}, 1},
 	}
 	for _, tc := range cases {
 		var out, errb bytes.Buffer
@@ -168,5 +170,37 @@ func TestServeUploadIndex(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve did not stop")
+	}
+}
+
+func TestLogFormat(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name    string
+		format  string
+		json    bool
+		wantErr string
+	}{
+		{"text for humans", "text", false, ""},
+		{"json for collectors", "json", true, ""},
+		{"unknown format", "xml", false, `--log-format "xml": want text or json`},
+	}
+	for _, tc := range cases {
+		var buf bytes.Buffer
+		log, err := formatLogger(&buf, false, tc.format)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("%s: err %v, want %q", tc.name, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		log.Info("login", "user", "u")
+		var v map[string]any
+		if isJSON := json.Unmarshal(buf.Bytes(), &v) == nil; isJSON != tc.json || (tc.json && v["user"] != "u") {
+			t.Errorf("%s: wrote %q", tc.name, buf.String())
+		}
 	}
 }

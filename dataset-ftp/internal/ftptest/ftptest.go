@@ -50,7 +50,9 @@ type Env struct {
 	Addr   string
 	Root   string
 	Config server.Config
-	stop   func()
+	// MetricsURL is the server's GET /metrics when Config.MetricsListen was set.
+	MetricsURL string
+	stop       func()
 
 	mu      sync.Mutex
 	latest  map[string]Indexed // the last automatic indexing of each dataset
@@ -103,9 +105,11 @@ func Start(t testing.TB, opts ...Option) *Env {
 	if os.Getenv("TEXGRID_FTP_QUIET") != "" {
 		log = slog.New(slog.DiscardHandler)
 	}
-	srv, err := server.New(cfg, server.Options{Log: log, OnIndexed: func(ds string, m *manifest.Manifest, err error) {
+	serving := make(chan struct{})
+	var srv *server.Server
+	srv, err = server.New(cfg, server.Options{Log: log, OnIndexed: func(ds string, m *manifest.Manifest, err error) {
 		env.record(Indexed{ds, m, err})
-	}})
+	}, OnServing: func() { close(serving) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +133,19 @@ func Start(t testing.TB, opts ...Option) *Env {
 		}
 	}
 	t.Cleanup(env.stop)
+	// Return only after the start-up scan: a test that then writes into Root by hand
+	// does not race the server's scan of it.
+	select {
+	case <-serving:
+	case err := <-done:
+		done <- err // for the cleanup's stop
+		t.Fatalf("server stopped before serving: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("server not serving within 30s")
+	}
+	if a := srv.MetricsAddr(); a != nil {
+		env.MetricsURL = "http://" + a.String() + "/metrics"
+	}
 	return env
 }
 

@@ -89,6 +89,14 @@ type authenticator struct {
 	log       *slog.Logger
 	sleep     func(context.Context, time.Duration)
 	ctx       context.Context // the server's lifetime; a shutdown cuts a backoff sleep short
+	metrics   *metrics        // nil: not counted
+}
+
+// counted counts a login attempt by result ("ok" or "failed").
+func (a *authenticator) counted(result string) {
+	if a.metrics != nil {
+		a.metrics.logins.WithLabelValues(result).Inc()
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
@@ -112,6 +120,7 @@ func (a *authenticator) CheckPasswd(ctx *ftpserver.Context, user, pass string) (
 	ip := remoteIP(sess)
 	if a.anonymous && isAnonymous(user) {
 		a.log.Info("login", "user", AnonymousUser, "ip", ip)
+		a.counted("ok")
 		return true, nil
 	}
 	keys := []string{"ip:" + ip, "user:" + user}
@@ -129,10 +138,12 @@ func (a *authenticator) CheckPasswd(ctx *ftpserver.Context, user, pass string) (
 			reason = "unknown user"
 		}
 		a.log.Warn("login refused", "user", user, "ip", ip, "reason", reason)
+		a.counted("failed")
 		return false, nil
 	}
 	a.backoff.Succeed(keys...)
 	a.log.Info("login", "user", user, "ip", ip, "role", acct.Role)
+	a.counted("ok")
 	return true, nil
 }
 

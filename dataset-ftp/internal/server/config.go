@@ -95,6 +95,9 @@ type Config struct {
 	IdleTimeout    Duration  `json:"idle_timeout"`     // control and data connections idle longer are closed
 	PartialMaxAge  Duration  `json:"partial_max_age"`  // partial uploads older than this are removed at start; 0 = keep
 	Accounts       []Account `json:"accounts"`
+	// MetricsListen is where GET /metrics (Prometheus) is served over HTTP, e.g.
+	// "127.0.0.1:9121"; empty = not served.
+	MetricsListen string `json:"metrics_listen"`
 }
 
 // Defaults returns the configuration used where the file and flags say nothing.

@@ -184,7 +184,7 @@ func (d driver) GetFile(ctx *ftpserver.Context, vpath string, offset int64) (int
 		f.Close()
 		return 0, nil, fmt.Errorf("/%s: %w", t.rel, err)
 	}
-	return fi.Size() - offset, f, nil
+	return fi.Size() - offset, countingReader{ReadCloser: f, c: d.s.metrics.sent}, nil
 }
 
 // PutFile implements ftpserver.Driver with the same checks, limits and temp-then-rename

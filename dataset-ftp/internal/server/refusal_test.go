@@ -26,6 +26,9 @@ func TestRefusals(t *testing.T) {
 		c.Anonymous = true
 		c.MaxUploadBytes = 64 << 10
 		c.Accounts[1].QuotaBytes = 100 << 10 // bob
+		// Nothing is indexed while the test runs, however slowly: indexing would
+		// quarantine the planted symlinks and write manifest.json under its feet.
+		c.IndexDelay = server.Duration(time.Hour)
 	})
 	// A dataset with one image, a planted symlink to a file outside the root and one to
 	// a folder outside the root.

@@ -35,6 +35,9 @@ type Options struct {
 	Log *slog.Logger
 	// OnIndexed is called after each automatic indexing of a dataset.
 	OnIndexed func(dataset string, m *manifest.Manifest, err error)
+	// OnServing is called once Serve has finished its start-up scan and serves
+	// sessions: from then on, files written into the root are not scanned again.
+	OnServing func()
 }
 
 // Server is one dataset-ftp instance. Create it with New and run it with Serve.
@@ -55,6 +58,8 @@ type Server struct {
 	conns     map[string]*ctrlConn // by remote address
 	uploading map[string]bool      // target paths with an upload in progress
 	addr      net.Addr
+	metrics   *metrics
+	mAddr     net.Addr // where /metrics is served; nil when not
 }
 
 // New checks the configuration and prepares the server; nothing listens yet.
@@ -78,7 +83,7 @@ func New(cfg Config, opt Options) (*Server, error) {
 		return nil, fmt.Errorf("root: %w", err)
 	}
 	s := &Server{cfg: cfg, opt: opt, rootDir: abs, root: root, log: log,
-		accounts: map[string]*Account{}, conns: map[string]*ctrlConn{}, uploading: map[string]bool{}}
+		accounts: map[string]*Account{}, conns: map[string]*ctrlConn{}, uploading: map[string]bool{}, metrics: newMetrics()}
 	for i := range cfg.Accounts {
 		a := cfg.Accounts[i]
 		s.accounts[a.Name] = &a
@@ -139,7 +144,7 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer s.close()
 	s.auth = &authenticator{accounts: s.accounts, anonymous: s.cfg.Anonymous, backoff: newBackoff(),
-		log: s.log, sleep: sleepCtx, ctx: ctx}
+		log: s.log, sleep: sleepCtx, ctx: ctx, metrics: s.metrics}
 	opts := &ftpserver.Options{
 		Driver:         driver{s},
 		Auth:           s.auth,
@@ -172,6 +177,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.ftp, s.addr = srv, ln.Addr()
 	s.mu.Unlock()
 
+	if s.cfg.MetricsListen != "" {
+		mctx, stopMetrics := context.WithCancel(ctx)
+		metricsDone, err := s.serveMetrics(mctx, s.cfg.MetricsListen)
+		if err != nil {
+			stopMetrics()
+			ln.Close()
+			return err
+		}
+		defer func() {
+			stopMetrics()
+			<-metricsDone
+		}()
+	}
 	s.startupScan()
 	schedCtx, stopSched := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSched()
@@ -183,6 +201,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(&listener{Listener: ln, s: s}) }()
 	s.log.Info("serving", "addr", ln.Addr().String(), "root", s.rootDir, "tls", s.tlsConfig != nil, "tls_required", s.cfg.TLSRequired)
+	if s.opt.OnServing != nil {
+		s.opt.OnServing()
+	}
 
 	// goftp's Shutdown races with its Serve (both touch the listener and context
 	// unsynchronized), so the server is stopped by closing our own listener instead:
@@ -278,8 +299,12 @@ func (s *Server) indexDataset(ctx context.Context, dataset string) {
 	m, err := index.Dataset(ctx, s.rootDir, dataset, index.Options{
 		TestFraction: s.cfg.TestFraction, MaxImageBytes: s.cfg.MaxImageBytes, Log: s.log})
 	if err != nil {
+		s.metrics.indexRuns.WithLabelValues("error").Inc()
 		s.log.Error("index", "dataset", dataset, "err", err)
 	} else {
+		s.metrics.indexRuns.WithLabelValues("ok").Inc()
+		s.metrics.images.WithLabelValues(dataset).Set(float64(len(m.Images)))
+		s.metrics.quarantined.WithLabelValues(dataset).Set(float64(len(m.Quarantined)))
 		s.log.Info("indexed", "dataset", dataset, "images", len(m.Images), "quarantined", len(m.Quarantined),
 			"version", m.Version, "took", time.Since(start).Round(time.Millisecond))
 		s.followQuarantine(dataset, m)
@@ -330,6 +355,8 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	cc := &ctrlConn{Conn: c, idle: time.Duration(l.s.cfg.IdleTimeout), s: l.s}
+	l.s.metrics.sessions.Inc()
+	l.s.metrics.active.Inc()
 	l.s.mu.Lock()
 	l.s.conns[c.RemoteAddr().String()] = cc
 	l.s.mu.Unlock()
@@ -382,6 +409,7 @@ func (c *ctrlConn) closedByPeer(wait time.Duration) bool {
 
 func (c *ctrlConn) Close() error {
 	c.once.Do(func() {
+		c.s.metrics.active.Dec()
 		c.s.mu.Lock()
 		if c.s.conns[c.RemoteAddr().String()] == c {
 			delete(c.s.conns, c.RemoteAddr().String())

@@ -165,6 +165,7 @@ func (up *upload) receive(r io.Reader, closeData func()) (int64, error) {
 				watchdog.Reset(idle)
 			}
 			up.total += int64(k)
+			up.s.metrics.received.Add(float64(k))
 			n += int64(k)
 			if max := up.s.cfg.MaxUploadBytes; max > 0 && up.total > max {
 				return n, fmt.Errorf("/%s: %w (%d bytes)", up.t.rel, ErrTooLarge, max)

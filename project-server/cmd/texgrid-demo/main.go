@@ -32,6 +32,7 @@ func main() {
 	flag.IntVar(&o.FragMin, "fragments-min", 4500, "fewest fragments per work unit")
 	flag.IntVar(&o.FragMax, "fragments-max", 6000, "most fragments per work unit")
 	flag.StringVar(&o.Upload, "upload", "", "scripted upload: lftp, curl or dataset-ftp (default lftp when installed)")
+	flag.DurationVar(&o.KeepServing, "keep-serving", 0, "keep the grid and its web UI up this long after the campaign (e.g. 30m; Ctrl-C stops sooner)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -19,6 +19,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/texgrid/texgrid/project-server/internal/auth"
+	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/store"
 	"github.com/texgrid/texgrid/project-server/protocol"
@@ -32,17 +33,22 @@ var ServerVersion = "dev"
 
 // Handler serves the API over a scheduler.
 type Handler struct {
-	s       *scheduler.Scheduler
-	metrics *Metrics
-	log     *slog.Logger
+	s        *scheduler.Scheduler
+	metrics  *Metrics
+	log      *slog.Logger
+	people   *auth.People
+	datasets datasets.Source
 }
 
 // New builds the gin engine with every route.
-func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
+func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger, opts ...Option) http.Handler {
 	gin.SetMode(gin.ReleaseMode)
-	h := &Handler{s: s, metrics: m, log: log}
+	h := &Handler{s: s, metrics: m, log: log, people: &auth.People{DB: s.DB()}}
+	for _, o := range opts {
+		o(h)
+	}
 	r := gin.New()
-	r.Use(h.recover, h.observe)
+	r.Use(h.requestID, h.recover, h.observe)
 	r.NoRoute(func(c *gin.Context) {
 		h.fail(c, &scheduler.Error{Code: protocol.CodeNotFound, Message: fmt.Sprintf("no endpoint %s %s", c.Request.Method, c.Request.URL.Path)})
 	})
@@ -73,17 +79,18 @@ func New(s *scheduler.Scheduler, m *Metrics, log *slog.Logger) http.Handler {
 	res := api.Group("/campaigns", h.researcherToken)
 	res.POST("", h.createCampaign)
 	res.GET("", h.listCampaigns)
-	res.GET("/:id", h.getCampaign)
-	res.GET("/:id/rounds", h.rounds)
-	res.GET("/:id/rounds/:round/results", h.roundResults)
-	res.POST("/:id/:action", h.act)
+	res.GET("/:id", h.owner, h.getCampaign)
+	res.GET("/:id/rounds", h.owner, h.rounds)
+	res.GET("/:id/rounds/:round/results", h.owner, h.roundResults)
+	res.POST("/:id/:action", h.owner, h.act)
+	h.viewRoutes(api)
 	return r
 }
 
 func (h *Handler) fail(c *gin.Context, err error) {
 	e := scheduler.AsError(err)
 	if e.Code == protocol.CodeInternal {
-		h.log.Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
+		h.logger(c).Error("request failed", "method", c.Request.Method, "path", c.Request.URL.Path, "err", err)
 	}
 	c.AbortWithStatusJSON(Status(e.Code), protocol.ErrorBody{Error: &protocol.Error{Code: e.Code, Message: e.Message}})
 }
@@ -94,7 +101,7 @@ func (h *Handler) recover(c *gin.Context) {
 			if v == http.ErrAbortHandler {
 				panic(v)
 			}
-			h.log.Error("handler panic", "path", c.Request.URL.Path, "panic", v)
+			h.logger(c).Error("handler panic", "path", c.Request.URL.Path, "panic", v)
 			h.fail(c, fmt.Errorf("panic: %v", v))
 		}
 	}()
@@ -404,6 +411,9 @@ func (h *Handler) createCampaign(c *gin.Context) {
 
 func (h *Handler) listCampaigns(c *gin.Context) {
 	cs, err := h.s.Campaigns(c.Request.Context())
+	if err == nil {
+		cs, err = h.visible(c, cs)
+	}
 	if err != nil {
 		h.fail(c, err)
 		return

@@ -13,8 +13,9 @@ import (
 )
 
 // Metrics is the server's Prometheus registry: RPC latency by route, results by outcome,
-// work units issued and rounds closed as counters, and work units and rounds by state
-// read from the database at scrape time. It implements scheduler.Counters.
+// work units issued and rounds closed as counters, and, read from the database at
+// scrape time, work units and rounds by state, work by campaign and kind, and round
+// durations; plus the database pools' statistics. It implements scheduler.Counters.
 type Metrics struct {
 	reg     *prometheus.Registry
 	latency *prometheus.HistogramVec
@@ -32,13 +33,14 @@ func NewMetrics(db *store.DB) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"method", "route", "code"}),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "texgrid_results_total", Help: "Results read in full and failure reports, by outcome (accepted, late, invalid, failed).",
+			Name: "texgrid_results_total", Help: "Results read in full and failure reports, by outcome (accepted, late, duplicate, over_limit, invalid, failed).",
 		}, []string{"outcome"}),
 		issued: prometheus.NewCounter(prometheus.CounterOpts{Name: "texgrid_work_units_issued_total", Help: "Work units issued (including reissues)."}),
 		closed: prometheus.NewCounter(prometheus.CounterOpts{Name: "texgrid_rounds_closed_total", Help: "Rounds closed by this process."}),
 	}
-	m.reg.MustRegister(m.latency, m.results, m.issued, m.closed, &stateCollector{db: db},
+	m.reg.MustRegister(m.latency, m.results, m.issued, m.closed, &stateCollector{db: db}, &campaignCollector{db: db},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerPools(m.reg, db)
 	return m
 }
 

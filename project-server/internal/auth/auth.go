@@ -1,7 +1,8 @@
 // Package auth makes and checks the project server's secrets: volunteer account keys,
-// host tokens and researcher API tokens. Secrets are 256-bit random strings with a
-// prefix naming their kind; the database stores only their sha256, so a leaked database
-// does not let anyone act as a host or researcher.
+// host tokens, researcher API tokens and web sessions, and researchers' passwords
+// (bcrypt) and roles. Secrets are 256-bit random strings with a prefix naming their
+// kind; the database stores only their sha256, so a leaked database does not let
+// anyone act as a host or researcher.
 package auth
 
 import (

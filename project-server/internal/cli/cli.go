@@ -13,14 +13,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/texgrid/texgrid/project-server/client"
+	"github.com/texgrid/texgrid/project-server/internal/auth"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/server"
 	"github.com/texgrid/texgrid/project-server/internal/store"
@@ -32,9 +32,17 @@ const usage = `project-server: texgrid's scheduler and parameter server.
 Usage:
   project-server serve [flags]                    run the server (see serve -h)
   project-server account add --name N             create a volunteer account; prints its account key
-  project-server researcher add --name N          create a researcher; prints its API token
+  project-server researcher add --name N [--admin] [--password-env VAR]
+                                                  create a researcher; prints its API token on
+                                                  stdout and its web sign-in password (a new
+                                                  random one, or $VAR's) on stderr
+  project-server researcher password --id ID [--password-env VAR]
+                                                  set a researcher's web sign-in password
   project-server campaign create [flags]          create a campaign (see campaign create -h)
   project-server campaign list|show|start|pause|resume|stop|rounds [ID]
+  project-server campaign model ID -o FILE [--format onnx|safetensors] [--round R]
+                                                  download a model (ONNX exported with the class names)
+  project-server campaign classify ID IMAGE       classify an image with the campaign's newest model
 
 account and researcher open the database directly (--data-dir, --db, as for serve).
 campaign talks to a running server: --server URL (default $TEXGRID_SERVER or
@@ -52,7 +60,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve":
 		err = serve(ctx, args[1:], stderr)
 	case "account", "researcher":
-		err = credential(ctx, args[0], args[1:], stdout)
+		err = credential(ctx, args[0], args[1:], stdout, stderr)
 	case "campaign":
 		err = campaign(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
@@ -133,7 +141,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	var file string
 	serverFlags(fs, &flags, &file)
 	tick := fs.Duration("tick", 5*time.Second, "how often work-unit and round deadlines are checked")
+	logFormat := fs.String("log-format", "text", `log format on stderr: "text" or "json"`)
+	logLevel := fs.String("log-level", "info", `least level logged: "debug" (every request with its id), "info", "warn" or "error"`)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
 		return err
 	}
 	cfg, err := loadConfig(fs, flags, file)
@@ -141,7 +155,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	cfg.TickInterval = server.Duration(*tick)
-	cfg.Log = slog.New(slog.NewTextHandler(stderr, nil))
+	cfg.Log = log
 	cfg.Init = DefaultInit
 	cfg.Engine = DefaultEngine
 	if cfg.ModelsDir != "" {
@@ -164,20 +178,44 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return srv.Serve(ctx, ln)
 }
 
-func credential(ctx context.Context, kind string, args []string, stdout io.Writer) error {
-	if len(args) == 0 || args[0] != "add" {
+func credential(ctx context.Context, kind string, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "add" && !(kind == "researcher" && args[0] == "password")) {
+		if kind == "researcher" {
+			return errors.New("usage: project-server researcher add --name NAME [--admin] [--password-env VAR] | researcher password --id ID [--password-env VAR]")
+		}
 		return fmt.Errorf("usage: project-server %s add --name NAME", kind)
 	}
-	fs := flag.NewFlagSet(kind+" add", flag.ContinueOnError)
+	sub := args[0]
+	fs := flag.NewFlagSet(kind+" "+sub, flag.ContinueOnError)
 	var flags server.Config
 	var file string
 	serverFlags(fs, &flags, &file)
-	name := fs.String("name", "", "display name (required)")
+	name := fs.String("name", "", "display name, and the researcher's sign-in name (required for add)")
+	id := fs.Int64("id", 0, "researcher id (password)")
+	admin := fs.Bool("admin", false, "researcher add: the researcher sees and acts on every campaign")
+	pwEnv := fs.String("password-env", "", "read the sign-in password from this environment variable instead of making one")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if *name == "" {
+	if sub == "add" && *name == "" {
 		return errors.New("--name is required")
+	}
+	if sub == "password" && *id <= 0 {
+		return errors.New("--id is required (the number `researcher add` printed)")
+	}
+	password := ""
+	if kind == "researcher" {
+		if *pwEnv != "" {
+			password = os.Getenv(*pwEnv)
+			if err := auth.CheckPasswordRules(password); err != nil {
+				return fmt.Errorf("password from $%s: %w", *pwEnv, err)
+			}
+		} else {
+			var err error
+			if password, err = auth.NewPassword(); err != nil {
+				return err
+			}
+		}
 	}
 	cfg, err := loadConfig(fs, flags, file)
 	if err != nil {
@@ -195,72 +233,59 @@ func credential(ctx context.Context, kind string, args []string, stdout io.Write
 		return err
 	}
 	defer db.Close()
-	sched := scheduler.New(db, nil, scheduler.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var id int64
-	var secret string
-	if kind == "account" {
-		id, secret, err = sched.AddAccount(ctx, *name)
-	} else {
-		id, secret, err = sched.AddResearcher(ctx, *name)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "%s %d %q created; its secret (shown once):\n", kind, id, *name)
-	fmt.Fprintln(stdout, secret)
-	return nil
-}
-
-// client is a minimal JSON client for the researcher API.
-type client struct {
-	base  string
-	token string
-	http  *http.Client
-}
-
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
+	people := &auth.People{DB: db}
+	if sub == "password" {
+		if err := people.SetPassword(ctx, *id, password); err != nil {
+			return err
+		}
+		r, err := people.ResearcherByID(ctx, *id)
 		if err != nil {
 			return err
 		}
-		body = bytes.NewReader(b)
+		fmt.Fprintf(stderr, "researcher %d: sign in as %q with password %s\n", r.ID, r.Name, password)
+		return nil
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if kind == "researcher" {
+		taken, err := people.NameTaken(ctx, *name)
+		if err != nil {
+			return err
+		}
+		if taken {
+			return fmt.Errorf("a researcher named %q already signs in with a password; pick another name", *name)
+		}
+	}
+	sched := scheduler.New(db, nil, scheduler.Config{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var secret string
+	var newID int64
+	if kind == "account" {
+		newID, secret, err = sched.AddAccount(ctx, *name)
+	} else {
+		newID, secret, err = sched.AddResearcher(ctx, *name)
+	}
 	if err != nil {
 		return err
 	}
-	req.Header.Set(protocol.HeaderVersion, strconv.Itoa(protocol.Version))
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var eb protocol.ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error != nil {
-			return fmt.Errorf("%s (HTTP %d)", eb.Error.Message, resp.StatusCode)
+	if kind == "researcher" {
+		if err := people.SetPassword(ctx, newID, password); err != nil {
+			return fmt.Errorf("researcher %d created without a password: %w", newID, err)
 		}
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, strings.TrimSpace(string(b)))
+		if *admin {
+			if err := people.SetRole(ctx, newID, auth.RoleAdmin); err != nil {
+				return err
+			}
+		}
 	}
-	if out != nil {
-		return json.Unmarshal(b, out)
+	fmt.Fprintf(stderr, "%s %d %q created; its secret (shown once):\n", kind, newID, *name)
+	fmt.Fprintln(stdout, secret)
+	if kind == "researcher" {
+		fmt.Fprintf(stderr, "web sign-in: name %q, password %s\n", *name, password)
 	}
 	return nil
 }
 
 func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: project-server campaign create|list|show|start|pause|resume|stop|rounds [ID]")
+		return errors.New("usage: project-server campaign create|list|show|start|pause|resume|stop|rounds|model|classify [ID]")
 	}
 	sub := args[0]
 	fs := flag.NewFlagSet("campaign "+sub, flag.ContinueOnError)
@@ -270,6 +295,13 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 	var cs protocol.CampaignSpec
 	var specFile string
 	var wuDeadline, roundDeadline time.Duration
+	var modelRound int
+	var modelFormat, modelOut string
+	if sub == "model" {
+		fs.IntVar(&modelRound, "round", -1, "the round whose result model to fetch (default: the newest model)")
+		fs.StringVar(&modelFormat, "format", protocol.FormatONNX, "onnx (exported by the server with the class names) or safetensors")
+		fs.StringVar(&modelOut, "o", "", "output file (required)")
+	}
 	if sub == "create" {
 		fs.StringVar(&specFile, "file", "", "campaign spec JSON file (protocol.CampaignSpec); flags override it")
 		fs.StringVar(&cs.Name, "name", "", "campaign name")
@@ -314,7 +346,7 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 	if *token == "" {
 		return errors.New("no researcher token: pass --token or set TEXGRID_TOKEN (make one with `project-server researcher add`)")
 	}
-	c := &client{base: strings.TrimRight(*srvURL, "/"), token: *token, http: &http.Client{Timeout: 10 * time.Minute}}
+	c := client.New(*srvURL, *token, nil)
 	id := func() (int64, error) {
 		if len(pos) != 1 {
 			return 0, fmt.Errorf("usage: project-server campaign %s ID", sub)
@@ -344,14 +376,14 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		if roundDeadline > 0 {
 			spec.RoundDeadline = protocol.Duration(roundDeadline)
 		}
-		var out protocol.Campaign
-		if err := c.do(ctx, http.MethodPost, protocol.APIPrefix+"/campaigns", spec, &out); err != nil {
+		out, err := c.CreateCampaign(ctx, spec)
+		if err != nil {
 			return err
 		}
 		return printCampaigns(stdout, *asJSON, out)
 	case "list":
-		var out []protocol.Campaign
-		if err := c.do(ctx, http.MethodGet, protocol.APIPrefix+"/campaigns", nil, &out); err != nil {
+		out, err := c.Campaigns(ctx)
+		if err != nil {
 			return err
 		}
 		return printCampaigns(stdout, *asJSON, out...)
@@ -360,18 +392,65 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var out protocol.Campaign
-		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("%s/campaigns/%d", protocol.APIPrefix, n), nil, &out); err != nil {
+		out, err := c.Campaign(ctx, n)
+		if err != nil {
 			return err
 		}
 		return printJSON(stdout, out)
+	case "model":
+		if len(pos) != 1 || modelOut == "" {
+			return errors.New("usage: project-server campaign model ID -o FILE [--format onnx|safetensors] [--round R]")
+		}
+		n, err := id()
+		if err != nil {
+			return err
+		}
+		f, err := os.Create(modelOut)
+		if err != nil {
+			return err
+		}
+		size, err := c.Model(ctx, n, modelRound, modelFormat, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(modelOut)
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %d bytes\n", modelOut, size)
+		return nil
+	case "classify":
+		if len(pos) != 2 {
+			return errors.New("usage: project-server campaign classify ID IMAGE")
+		}
+		n, err := strconv.ParseInt(pos[0], 10, 64)
+		if err != nil {
+			return fmt.Errorf("campaign ID %q is not a number", pos[0])
+		}
+		img, err := os.ReadFile(pos[1])
+		if err != nil {
+			return err
+		}
+		out, err := c.Classify(ctx, n, filepath.Base(pos[1]), img)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, out)
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(tw, "%s\t(%s, %d fragments, %.1f ms)\n", out.Top, out.Engine, out.Fragments, out.Millis)
+		for i, cl := range out.Classes {
+			fmt.Fprintf(tw, "  %s\t%.4f\n", cl, out.Probabilities[i])
+		}
+		return tw.Flush()
 	case "start", "pause", "resume", "stop":
 		n, err := id()
 		if err != nil {
 			return err
 		}
-		var out protocol.Campaign
-		if err := c.do(ctx, http.MethodPost, fmt.Sprintf("%s/campaigns/%d/%s", protocol.APIPrefix, n, sub), nil, &out); err != nil {
+		out, err := c.Act(ctx, n, sub)
+		if err != nil {
 			return err
 		}
 		return printCampaigns(stdout, *asJSON, out)
@@ -380,8 +459,8 @@ func campaign(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var out []protocol.RoundInfo
-		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("%s/campaigns/%d/rounds", protocol.APIPrefix, n), nil, &out); err != nil {
+		out, err := c.Rounds(ctx, n)
+		if err != nil {
 			return err
 		}
 		if *asJSON {
@@ -487,4 +566,21 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// newLogger builds the server's logger writing format ("text" or "json") to w from
+// level ("debug", "info", "warn" or "error").
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -69,6 +71,22 @@ func TestCommands(t *testing.T) {
 	ts := httptest.NewServer(srv.Handler())
 	defer ts.Close()
 	common := []string{"--server", ts.URL, "--token", tok}
+	out := t.TempDir()
+	img := image.NewGray(image.Rect(0, 0, 40, 40))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i * 7)
+	}
+	var pngBuf bytes.Buffer
+	if err := png.Encode(&pngBuf, img); err != nil {
+		t.Fatal(err)
+	}
+	imgPath, notImg := filepath.Join(out, "tex.png"), filepath.Join(out, "notes.txt")
+	if err := os.WriteFile(imgPath, pngBuf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(notImg, []byte("not an image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -81,6 +99,11 @@ func TestCommands(t *testing.T) {
 		{"start", append([]string{"campaign", "start", "1"}, common...), 0, "running"},
 		{"show", append([]string{"campaign", "show", "1"}, common...), 0, `"quorum": 0.75`},
 		{"rounds", append([]string{"campaign", "rounds", "1"}, common...), 0, "open"},
+		{"model as ONNX", append([]string{"campaign", "model", "1", "-o", filepath.Join(out, "m.onnx")}, common...), 0, "bytes"},
+		{"model without -o", append([]string{"campaign", "model", "1"}, common...), 1, "usage"},
+		{"model in an unknown format", append([]string{"campaign", "model", "1", "--format", "pt", "-o", filepath.Join(out, "m.pt")}, common...), 1, `format "pt"`},
+		{"classify", append([]string{"campaign", "classify", "1", imgPath}, common...), 0, "fragments"},
+		{"classify a text file", append([]string{"campaign", "classify", "1", notImg}, common...), 1, "not a PNG or JPEG"},
 		{"start twice", append([]string{"campaign", "start", "1"}, common...), 1, "cannot start"},
 		{"stop", append([]string{"campaign", "stop", "1"}, common...), 0, "stopped"},
 		{"unknown campaign", append([]string{"campaign", "show", "42"}, common...), 1, "does not exist"},

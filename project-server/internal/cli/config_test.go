@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -62,5 +64,45 @@ func TestLoadConfig(t *testing.T) {
 				t.Fatalf("config %+v", cfg)
 			}
 		})
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name          string
+		format, level string
+		json          bool
+		debugShown    bool
+		wantErr       string
+	}{
+		{"default text at info", "text", "info", false, false, ""},
+		{"json at debug", "json", "debug", true, true, ""},
+		{"json at warn hides info", "json", "warn", true, false, ""},
+		{"unknown format", "xml", "info", false, false, `--log-format "xml": want text or json`},
+		{"unknown level", "text", "loud", false, false, `--log-level "loud": want debug, info, warn or error`},
+	}
+	for _, tc := range cases {
+		var buf bytes.Buffer
+		log, err := newLogger(&buf, tc.format, tc.level)
+		if tc.wantErr != "" {
+			if err == nil || err.Error() != tc.wantErr {
+				t.Errorf("%s: err %v, want %q", tc.name, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		log.Debug("dbg")
+		log.Error("boom", "k", "v")
+		lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+		if got := len(lines) == 2; got != tc.debugShown {
+			t.Errorf("%s: wrote %q: debug line shown = %v, want %v", tc.name, buf.String(), got, tc.debugShown)
+		}
+		var v map[string]any
+		if isJSON := json.Unmarshal([]byte(lines[len(lines)-1]), &v) == nil; isJSON != tc.json {
+			t.Errorf("%s: last line %q is JSON = %v, want %v", tc.name, lines[len(lines)-1], isJSON, tc.json)
+		}
 	}
 }

@@ -113,3 +113,26 @@ func (c *Cache) Manifest(ctx context.Context, dataset, version string) (*manifes
 	c.mu.Unlock()
 	return m, nil
 }
+
+// Lister is a Source that can also list its datasets (the web UI's dataset picker).
+type Lister interface {
+	Datasets(ctx context.Context) ([]string, error)
+}
+
+// Datasets lists the folders under the root that hold a manifest, sorted.
+func (d Dir) Datasets(context.Context) ([]string, error) {
+	entries, err := os.ReadDir(d.Root)
+	if err != nil {
+		return nil, fmt.Errorf("list datasets in %s: %w", d.Root, err)
+	}
+	var out []string
+	for _, e := range entries {
+		if !e.IsDir() || e.Name()[0] == '.' {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d.Root, e.Name(), manifest.FileName)); err == nil {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}

@@ -89,3 +89,12 @@ func (f *FTP) Close() error {
 	f.store = nil
 	return err
 }
+
+// Datasets lists the dataset folders on the FTP server.
+func (f *FTP) Datasets(ctx context.Context) ([]string, error) {
+	s, err := f.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.Datasets(ctx)
+}

@@ -133,6 +133,19 @@ func TestFTPReal(t *testing.T) {
 	if _, err := src2.Open(ctx, "kyl", bad); err == nil {
 		t.Fatal("an image whose bytes do not match the manifest entry was accepted")
 	}
+	// Both sources list the indexed dataset; a folder without a manifest is listed by
+	// FTP (an upload in progress) and skipped by Dir.
+	os.MkdirAll(filepath.Join(ftpRoot, "incoming"), 0o755)
+	for _, l := range []struct {
+		name string
+		src  Lister
+		want string
+	}{{"ftp", src2, "incoming,kyl"}, {"dir", Dir{Root: ftpRoot}, "kyl"}} {
+		names, err := l.src.Datasets(ctx)
+		if err != nil || strings.Join(names, ",") != l.want {
+			t.Errorf("%s lists %v (%v), want %s", l.name, names, err, l.want)
+		}
+	}
 	// The local-directory source reads the same dataset the same way.
 	dm, err := (Dir{Root: ftpRoot}).Manifest(ctx, "kyl", m.Version)
 	if err != nil || dm.Version != m.Version {

@@ -102,19 +102,8 @@ func (o ORT) Evaluate(ctx context.Context, job *Job) (*protocol.Metrics, error) 
 		}
 		for i := range part {
 			row := logits.Data[i*nc : (i+1)*nc]
-			mx := row[0]
-			for _, v := range row {
-				mx = max(mx, v)
-			}
-			var sum float64
-			for _, v := range row {
-				sum += math.Exp(float64(v - mx))
-			}
-			pr := probs[(lo+i)*nc : (lo+i+1)*nc]
-			for j, v := range row {
-				pr[j] = float32(math.Exp(float64(v-mx)) / sum)
-			}
-			loss += math.Log(sum) - float64(row[labels[lo+i]]-mx)
+			lse := softmax(row, probs[(lo+i)*nc:(lo+i+1)*nc])
+			loss += lse - float64(row[labels[lo+i]])
 		}
 	}
 	conf, err := metrics.FromProbs(probs, nc, labels)
@@ -126,6 +115,23 @@ func (o ORT) Evaluate(ctx context.Context, job *Job) (*protocol.Metrics, error) 
 		return nil, err
 	}
 	return finish(job, rep, probs, frags, labelOf, len(imgs), loss/float64(len(frags)), "onnxruntime")
+}
+
+// softmax writes the softmax of one row of logits to dst and returns the row's
+// log-sum-exp, so the cross-entropy of label l is lse - row[l].
+func softmax(row, dst []float32) (lse float64) {
+	mx := row[0]
+	for _, v := range row {
+		mx = max(mx, v)
+	}
+	var sum float64
+	for _, v := range row {
+		sum += math.Exp(float64(v - mx))
+	}
+	for j, v := range row {
+		dst[j] = float32(math.Exp(float64(v-mx)) / sum)
+	}
+	return math.Log(sum) + float64(mx)
 }
 
 // testFragments lists the grid fragments of the eligible test images (the images are

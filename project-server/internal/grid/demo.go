@@ -35,7 +35,10 @@ type DemoOptions struct {
 	Seed       uint64  // campaign seed [1]
 	Upload     string  // scripted-upload method [lftp when installed, else dataset-ftp]
 	Timeout    time.Duration
-	Out        io.Writer
+	// KeepServing keeps the grid (and so the web UI) up this long after the campaign
+	// ends, or until ctx ends (Ctrl-C), so a person can look at the finished campaign.
+	KeepServing time.Duration
+	Out         io.Writer
 }
 
 func (o *DemoOptions) defaults() {
@@ -140,6 +143,7 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		return nil, err
 	}
 	defer g.Close()
+	fmt.Fprintf(out, "web UI:        %s/campaigns  (sign in as %q with password %s)\n", g.ServerURL, g.Researcher, g.Password)
 	fmt.Fprintf(out, "uploading %s as dataset %q with %s\n", data, o.Dataset, o.Upload)
 	m, err := g.UploadDataset(ctx, data, o.Dataset)
 	if err != nil {
@@ -208,6 +212,14 @@ func RunDemo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		fmt.Fprintf(out, "ONNX model:    not written: %s\n", res.ONNXErr)
 	}
 	fmt.Fprintf(out, "metrics:       %s\nsummary:       %s\n", res.Metrics, filepath.Join(work, "summary.json"))
+	if o.KeepServing > 0 {
+		fmt.Fprintf(out, "\nweb UI:        %s/campaigns/%d  (sign in as %q with password %s)\nserving for %s; Ctrl-C stops sooner\n",
+			g.ServerURL, camp.ID, g.Researcher, g.Password, o.KeepServing)
+		select {
+		case <-ctx.Done():
+		case <-time.After(o.KeepServing):
+		}
+	}
 	return res, nil
 }
 

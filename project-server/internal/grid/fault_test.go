@@ -273,16 +273,7 @@ func TestSlowVolunteer(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Alone on the grid, the held volunteer takes the first round's first work unit.
-	poll.For(t, 3*time.Minute, "the held volunteer's first work unit", func() error {
-		rs, err := g.Rounds(ctx, camp.ID)
-		if err != nil {
-			return err
-		}
-		if len(rs) == 0 || rs[0].Issued == 0 {
-			return fmt.Errorf("rounds %+v", rs)
-		}
-		return nil
-	})
+	waitIssued(t, ctx, g, camp.ID)
 	for i := 0; i < 3; i++ {
 		if _, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1}); err != nil {
 			t.Fatal(err)
@@ -364,6 +355,22 @@ func TestSlowVolunteer(t *testing.T) {
 	t.Logf("%d uploads held until their round closed; %d late results recorded (%d of the held volunteer)", len(released), late, l.late)
 }
 
+// waitIssued waits until the campaign's first round has issued a work unit: with one
+// volunteer attached, to that volunteer.
+func waitIssued(t *testing.T, ctx context.Context, g *Grid, id int64) {
+	t.Helper()
+	poll.For(t, 3*time.Minute, "the first work unit to be issued", func() error {
+		rs, err := g.Rounds(ctx, id)
+		if err != nil {
+			return err
+		}
+		if len(rs) == 0 || rs[0].Issued == 0 {
+			return fmt.Errorf("rounds %+v", rs)
+		}
+		return nil
+	})
+}
+
 // TestNetworkFaults puts a fault proxy between one volunteer and the project server and
 // cuts its connections mid-download of the model and mid-upload of its delta: the
 // volunteer retries, and its result is merged exactly once.
@@ -389,6 +396,9 @@ func TestNetworkFaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Alone on the grid, it takes the first work unit, so both cuts have traffic to
+	// fire on however the others would have raced it.
+	waitIssued(t, ctx, g, camp.ID)
 	for i := 0; i < 3; i++ {
 		if _, err := g.AddVolunteer(ctx, VolunteerOptions{HeartbeatSeconds: 1}); err != nil {
 			t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/project-server/client"
 	"github.com/texgrid/texgrid/project-server/protocol"
 )
 
@@ -66,9 +67,14 @@ type Grid struct {
 	opt Options
 	log io.Writer
 
-	FTPAddr    string
-	ServerURL  string
-	Token      string // researcher API token
+	FTPAddr   string
+	ServerURL string
+	Token     string // researcher API token
+	// Researcher and Password sign in to the web UI at ServerURL.
+	Researcher string
+	Password   string
+	// API calls the researcher API with Token.
+	API        *client.Client
 	AccountKey string // volunteer account key
 
 	ftpRoot   string
@@ -77,8 +83,6 @@ type Grid struct {
 	FTP        *Proc
 	Server     *Proc
 	Volunteers []*Proc
-
-	client *http.Client
 }
 
 // Start launches the FTP server and the project server, and creates a researcher and a
@@ -104,7 +108,7 @@ func Start(ctx context.Context, opt Options) (*Grid, error) {
 		}
 	}
 	g := &Grid{opt: opt, log: opt.Log, ftpRoot: filepath.Join(opt.WorkDir, "ftp-root"),
-		passwords: map[string]string{}, client: &http.Client{Timeout: 30 * time.Second}}
+		passwords: map[string]string{}}
 	if err := g.startFTP(ctx); err != nil {
 		g.Close()
 		return nil, err
@@ -185,8 +189,9 @@ func (g *Grid) serverArgs(cmd ...string) []string {
 func (g *Grid) startServer(ctx context.Context) error {
 	bin := filepath.Join(g.opt.BinDir, "project-server")
 	var err error
-	if g.Token, err = runOut(ctx, bin, g.serverArgs("researcher", "add", "--name", "demo-researcher")...); err != nil {
-		return fmt.Errorf("grid: create researcher: %w", err)
+	g.Researcher = "demo-researcher"
+	if g.Token, g.Password, err = g.AddResearcher(ctx, g.Researcher, false); err != nil {
+		return err
 	}
 	if g.AccountKey, err = runOut(ctx, bin, g.serverArgs("account", "add", "--name", "demo-volunteers")...); err != nil {
 		return fmt.Errorf("grid: create volunteer account: %w", err)
@@ -197,6 +202,7 @@ func (g *Grid) startServer(ctx context.Context) error {
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	g.ServerURL = "http://" + addr
+	g.API = client.New(g.ServerURL, g.Token, &http.Client{Timeout: 30 * time.Second})
 	args := g.serverArgs("serve", "--addr", addr, "--ftp-addr", g.FTPAddr, "--ftp-user", serverUser,
 		"--ftp-password", g.passwords[serverUser], "--tick", g.opt.ServerTick.String())
 	if g.opt.ModelsDir != "" {
@@ -208,6 +214,25 @@ func (g *Grid) startServer(ctx context.Context) error {
 	return g.StartServer(ctx)
 }
 
+// AddResearcher creates a researcher with `project-server researcher add` and returns
+// its API token and web sign-in password. It may run while the server does.
+func (g *Grid) AddResearcher(ctx context.Context, name string, admin bool) (token, password string, err error) {
+	password = "pw-" + randomSecret()
+	args := g.serverArgs("researcher", "add", "--name", name, "--password-env", "TEXGRID_NEW_PASSWORD")
+	if admin {
+		args = append(args, "--admin")
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, filepath.Join(g.opt.BinDir, "project-server"), args...)
+	cmd.Env = append(os.Environ(), "TEXGRID_NEW_PASSWORD="+password)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", "", fmt.Errorf("grid: create researcher %s: %w: %s", name, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), password, nil
+}
+
 // StartServer (re)starts the project server and waits until it answers.
 func (g *Grid) StartServer(ctx context.Context) error {
 	if err := g.Server.Start(); err != nil {
@@ -215,8 +240,7 @@ func (g *Grid) StartServer(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var st protocol.Status
-		err := g.call(ctx, http.MethodGet, "/status", nil, &st)
+		st, err := g.API.Status(ctx)
 		if err == nil {
 			g.logf("project-server listening on %s (protocol %d)", g.ServerURL, st.ProtocolVersion)
 			return nil
@@ -344,86 +368,30 @@ func datasetFiles(dir string) ([]string, error) {
 
 // CreateCampaign posts a campaign spec through the researcher API.
 func (g *Grid) CreateCampaign(ctx context.Context, spec protocol.CampaignSpec) (protocol.Campaign, error) {
-	var c protocol.Campaign
-	err := g.call(ctx, http.MethodPost, "/campaigns", spec, &c)
-	return c, err
+	return g.API.CreateCampaign(ctx, spec)
 }
 
 // Campaign returns a campaign's state.
 func (g *Grid) Campaign(ctx context.Context, id int64) (protocol.Campaign, error) {
-	var c protocol.Campaign
-	err := g.call(ctx, http.MethodGet, fmt.Sprintf("/campaigns/%d", id), nil, &c)
-	return c, err
+	return g.API.Campaign(ctx, id)
 }
 
 // Rounds returns a campaign's rounds.
 func (g *Grid) Rounds(ctx context.Context, id int64) ([]protocol.RoundInfo, error) {
-	var rs []protocol.RoundInfo
-	err := g.call(ctx, http.MethodGet, fmt.Sprintf("/campaigns/%d/rounds", id), nil, &rs)
-	return rs, err
+	return g.API.Rounds(ctx, id)
 }
 
 // Blob downloads a content-addressed blob (a model version) to path.
 func (g *Grid) Blob(ctx context.Context, sha, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.ServerURL+protocol.BlobPath(sha), nil)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+g.Token)
-	req.Header.Set(protocol.HeaderVersion, strconv.Itoa(protocol.Version))
-	resp, err := g.client.Do(req)
+	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("grid: blob %s: %w", sha, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("grid: blob %s: %s: %s", sha, resp.Status, b)
+	if _, err := g.API.Blob(ctx, sha, f); err != nil {
+		f.Close()
+		return fmt.Errorf("grid: blob %s: %w", sha, err)
 	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, b, 0o644)
-}
-
-// call does one researcher API request with JSON in and out.
-func (g *Grid) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, g.ServerURL+protocol.APIPrefix+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+g.Token)
-	req.Header.Set(protocol.HeaderVersion, strconv.Itoa(protocol.Version))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := g.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		var e protocol.ErrorBody
-		if json.Unmarshal(b, &e) == nil && e.Error != nil {
-			return fmt.Errorf("%s %s: %s: %w", method, path, resp.Status, e.Error)
-		}
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	return f.Close()
 }
 
 // VolunteerOptions configures one volunteer process.

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/texgrid/texgrid/dataset-ftp/manifest"
+	"github.com/texgrid/texgrid/project-server/client"
 	"github.com/texgrid/texgrid/project-server/internal/datasets"
 	"github.com/texgrid/texgrid/project-server/internal/pgtest"
 	"github.com/texgrid/texgrid/project-server/internal/server"
@@ -214,22 +215,31 @@ func (e *env) createCampaign(cs protocol.CampaignSpec) protocol.Campaign {
 	if cs.Name == "" {
 		cs.Name = "test"
 	}
-	var c protocol.Campaign
-	e.must(e.do("POST", protocol.APIPrefix+"/campaigns", e.researcher, withTestDefaults(cs), nil), http.StatusCreated, &c)
+	c, err := e.api().CreateCampaign(context.Background(), withTestDefaults(cs))
+	if err != nil {
+		e.t.Fatalf("create campaign: %v", err)
+	}
 	return c
 }
 
+// api is the researcher API client acting as the env's researcher.
+func (e *env) api() *client.Client { return client.New(e.ts.URL, e.researcher, nil) }
+
 func (e *env) rounds(id int64) []protocol.RoundInfo {
 	e.t.Helper()
-	var rs []protocol.RoundInfo
-	e.must(e.do("GET", fmt.Sprintf("%s/campaigns/%d/rounds", protocol.APIPrefix, id), e.researcher, nil, nil), http.StatusOK, &rs)
+	rs, err := e.api().Rounds(context.Background(), id)
+	if err != nil {
+		e.t.Fatalf("rounds: %v", err)
+	}
 	return rs
 }
 
 func (e *env) campaign(id int64) protocol.Campaign {
 	e.t.Helper()
-	var c protocol.Campaign
-	e.must(e.do("GET", fmt.Sprintf("%s/campaigns/%d", protocol.APIPrefix, id), e.researcher, nil, nil), http.StatusOK, &c)
+	c, err := e.api().Campaign(context.Background(), id)
+	if err != nil {
+		e.t.Fatalf("campaign: %v", err)
+	}
 	return c
 }
 

@@ -1,5 +1,5 @@
 // Package server assembles the project server from its parts (database, blob store,
-// scheduler, evaluator, HTTP API) and runs it until its context ends. Tests and the
+// scheduler, evaluator, HTTP API under /api/v1, web pages elsewhere) and runs it until its context ends. Tests and the
 // project-server command both start it through Open and Serve.
 package server
 
@@ -21,6 +21,7 @@ import (
 	"github.com/texgrid/texgrid/project-server/internal/eval"
 	"github.com/texgrid/texgrid/project-server/internal/scheduler"
 	"github.com/texgrid/texgrid/project-server/internal/store"
+	"github.com/texgrid/texgrid/project-server/internal/webui"
 	"github.com/texgrid/texgrid/project-server/protocol"
 )
 
@@ -89,6 +90,7 @@ type Server struct {
 	Metrics *api.Metrics
 	Eval    *eval.Runner
 	handler http.Handler
+	pages   *webui.Handler
 	lock    *os.File
 }
 
@@ -137,7 +139,17 @@ func Open(ctx context.Context, cfg Config) (*Server, error) {
 		srv.Close()
 		return nil, err
 	}
-	srv.handler = api.New(srv.Sched, srv.Metrics, cfg.Log)
+	apiHandler := api.New(srv.Sched, srv.Metrics, cfg.Log, api.WithDatasets(src))
+	pages, err := webui.New(webui.Config{Sched: srv.Sched, Datasets: src, Engine: cfg.Engine, Log: cfg.Log})
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(protocol.APIPrefix+"/", apiHandler)
+	mux.Handle("/metrics", apiHandler)
+	mux.Handle("/", pages)
+	srv.handler, srv.pages = mux, pages
 	return srv, nil
 }
 
@@ -161,6 +173,7 @@ func (s *Server) Background(ctx context.Context) {
 // down gracefully and closes the database.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s.handler, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
+	hs.RegisterOnShutdown(s.pages.Shutdown)
 	bg, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); s.Background(bg) }()

@@ -24,6 +24,9 @@ func init() {
 type benchResult struct {
 	Engine                string  `json:"engine"`
 	BLAS                  string  `json:"blas"`
+	BLASCore              string  `json:"blas_core"` // the BLAS's kernels (OpenBLAS core name, "go" for gonum)
+	Kernel                string  `json:"kernel"`    // package gemm's micro-kernels (gemm.Kernel)
+	Conv                  string  `json:"conv"`      // what the convolutions ran on (nn.ConvEngine)
 	Model                 string  `json:"model"`
 	Batch                 int     `json:"batch"`
 	Threads               int     `json:"threads"`
@@ -61,6 +64,9 @@ func runBench(ctx context.Context, args []string) error {
 	classes := fs.Int("classes", 6, "number of classes")
 	seconds := fs.Float64("seconds", 10, "measuring time, split between training and inference")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := gemm.EnvError(); err != nil {
 		return err
 	}
 	res, err := benchmark(ctx, *model, *batch, *threads, *size, *classes, *seconds)
@@ -139,7 +145,7 @@ func benchmark(ctx context.Context, model string, batch, threads, size, classes 
 
 	gf := float64(r.FLOPs) / 1e9
 	res := benchResult{
-		Engine: "go", BLAS: gemm.Backend(), Model: sp.Name, Batch: batch, Threads: threads, Size: size, Classes: classes,
+		Engine: "go", BLAS: gemm.Backend(), BLASCore: gemm.BLASCore(), Kernel: gemm.Kernel(), Conv: nn.ConvEngine(), Model: sp.Name, Batch: batch, Threads: threads, Size: size, Classes: classes,
 		TrainSamplesPerS: round(trainRate, 1), InferSamplesPerS: round(inferRate, 1),
 		GFLOPs: round(3*gf*trainRate, 1), InferGFLOPs: round(gf*inferRate, 1), ForwardGFLOPPerSample: round(gf, 4),
 		PeakRSSMB: round(peakRSSMB(), 1),

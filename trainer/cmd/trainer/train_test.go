@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/texgrid/texgrid/trainer/gemm"
+	"github.com/texgrid/texgrid/trainer/nn"
 	"github.com/texgrid/texgrid/trainer/safetensors"
 	"github.com/texgrid/texgrid/trainer/spec"
 )
@@ -233,6 +235,10 @@ func TestBenchmark(t *testing.T) {
 	}
 	if res.TrainSamplesPerS <= 0 || res.InferSamplesPerS <= 0 || res.GFLOPs <= 0 || res.BLAS == "" || res.Model != "tiny" {
 		t.Fatalf("benchmark result %+v", res)
+	}
+	// bench.sh prints which kernels each engine ran from these fields.
+	if res.Kernel != gemm.Kernel() || res.Conv != nn.ConvEngine() || res.BLASCore != gemm.BLASCore() || res.BLASCore == "" {
+		t.Errorf("benchmark names kernel %q, conv %q, blas core %q; want %q, %q, %q", res.Kernel, res.Conv, res.BLASCore, gemm.Kernel(), nn.ConvEngine(), gemm.BLASCore())
 	}
 	if _, err := benchmark(context.Background(), specPath, 0, 2, 32, 3, 0.2); err == nil {
 		t.Error("batch 0 accepted")

@@ -63,6 +63,9 @@ type Config struct {
 	Now       func() time.Time // clock for the time window; default time.Now
 	RetryBase time.Duration    // first backoff ceiling; default 1s
 	Poll      time.Duration    // how often idleness is checked and a waiting agent rechecks; default 10s
+	// HostPoll is how often the host's record (credit, results) is read from the
+	// server besides after every upload; default 5 minutes.
+	HostPoll time.Duration
 }
 
 // Agent runs the loop. Its exported methods are safe for concurrent use by the local API.
@@ -76,6 +79,10 @@ type Agent struct {
 	paused  bool
 	wake    chan struct{} // closed and replaced on pause/resume
 	results int
+	changed chan struct{} // closed and replaced whenever st.Seq goes up
+	snooze  *time.Timer   // ends a timed pause; nil when none
+	hostNow chan struct{} // asks the host-record reader to read now (after uploads)
+	metrics *metrics
 
 	// The last idle answer; only the Run goroutine touches these.
 	idleAt  time.Time
@@ -103,12 +110,15 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 10 * time.Second
 	}
+	if cfg.HostPoll <= 0 {
+		cfg.HostPoll = 5 * time.Minute
+	}
 	work, err := checkpoint.Open(cfg.Dir.File(state.WorkDir))
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, work: work, log: cfg.Logger, wake: make(chan struct{})}
-	a.st = localapi.Status{State: localapi.StateIdle, Server: cfg.Identity.Server, HostID: cfg.Identity.HostID, ClientVersion: cfg.Version}
+	a := &Agent{cfg: cfg, work: work, log: cfg.Logger, wake: make(chan struct{}), changed: make(chan struct{}), hostNow: make(chan struct{}, 1), metrics: newMetrics()}
+	a.st = localapi.Status{APIVersion: localapi.Version, Seq: 1, State: localapi.StateIdle, Server: cfg.Identity.Server, HostID: cfg.Identity.HostID, ClientVersion: cfg.Version}
 	return a, nil
 }
 
@@ -116,38 +126,112 @@ func New(cfg Config) (*Agent, error) {
 func (a *Agent) Status() localapi.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.snapshotLocked()
+}
+
+func (a *Agent) snapshotLocked() localapi.Status {
 	s := a.st
 	if s.WorkUnit != nil {
 		wu := *s.WorkUnit
 		s.WorkUnit = &wu
 	}
+	if s.Host != nil {
+		h := *s.Host
+		s.Host = &h
+	}
 	s.Prefs = a.cfg.Prefs.Get()
 	return s
 }
 
+// WaitChange returns the Status once its Seq is above after, or the current Status
+// when ctx ends first.
+func (a *Agent) WaitChange(ctx context.Context, after uint64) localapi.Status {
+	for {
+		a.mu.Lock()
+		if a.st.Seq > after {
+			s := a.snapshotLocked()
+			a.mu.Unlock()
+			return s
+		}
+		ch := a.changed
+		a.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return a.Status()
+		case <-ch:
+		}
+	}
+}
+
+// Touch marks the Status as changed without changing it (the preferences it shows
+// changed through the local API).
+func (a *Agent) Touch() { a.update(func(*localapi.Status) {}) }
+
+// touchLocked raises Seq and wakes WaitChange callers; a.mu is held.
+func (a *Agent) touchLocked() {
+	a.st.Seq++
+	close(a.changed)
+	a.changed = make(chan struct{})
+}
+
 // Pause stops computing after the current batch; the work unit stays checkpointed.
-func (a *Agent) Pause() { a.setPaused(true) }
+func (a *Agent) Pause() { a.setPaused(true, 0) }
 
-// Resume undoes Pause.
-func (a *Agent) Resume() { a.setPaused(false) }
+// PauseFor pauses like Pause and resumes by itself after d (snooze). A later Pause,
+// PauseFor or Resume replaces the timer.
+func (a *Agent) PauseFor(d time.Duration) { a.setPaused(true, d) }
 
-func (a *Agent) setPaused(p bool) {
+// Resume undoes Pause and PauseFor.
+func (a *Agent) Resume() { a.setPaused(false, 0) }
+
+func (a *Agent) setPaused(p bool, d time.Duration) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.paused == p {
-		return
+	if a.snooze != nil {
+		a.snooze.Stop()
+		a.snooze = nil
 	}
-	a.paused = p
-	close(a.wake)
-	a.wake = make(chan struct{})
+	a.st.PausedUntil = nil
+	if p && d > 0 {
+		until := a.cfg.Now().Add(d)
+		a.st.PausedUntil = &until
+		var t *time.Timer
+		t = time.AfterFunc(d, func() {
+			a.mu.Lock()
+			mine := a.snooze == t
+			a.mu.Unlock()
+			if mine {
+				a.log.Info("snooze over: resuming")
+				a.Resume()
+			}
+		})
+		a.snooze = t
+	}
+	if a.paused != p {
+		a.paused = p
+		close(a.wake)
+		a.wake = make(chan struct{})
+	}
 	if p {
-		a.st.State, a.st.Reason = localapi.StatePaused, "paused by the volunteer"
+		a.st.State, a.st.Reason = localapi.StatePaused, pausedReason(a.st.PausedUntil)
+	} else if a.st.State == localapi.StatePaused {
+		// The loop sets the next state at its next turn; until then say so.
+		a.st.State, a.st.Reason = localapi.StateIdle, "resuming"
 	}
+	a.touchLocked()
+}
+
+func pausedReason(until *time.Time) string {
+	if until != nil {
+		return "snoozed until " + until.Format("15:04")
+	}
+	return "paused by the volunteer"
 }
 
 func (a *Agent) update(f func(s *localapi.Status)) {
 	a.mu.Lock()
 	f(&a.st)
+	a.touchLocked()
 	var wu *localapi.WorkUnit
 	if a.st.WorkUnit != nil {
 		c := *a.st.WorkUnit
@@ -165,6 +249,7 @@ func (a *Agent) setState(state, reason string) {
 
 func (a *Agent) fail(err error) {
 	a.log.Error("volunteer-client", "err", err)
+	a.metrics.errors.WithLabelValues("failed").Inc()
 	now := a.cfg.Now()
 	a.update(func(s *localapi.Status) { s.LastError, s.LastErrorAt = err.Error(), &now })
 }
@@ -173,6 +258,15 @@ func (a *Agent) fail(err error) {
 // units were answered, or a failure no retry can fix (unauthorized host, unusable state
 // directory).
 func (a *Agent) Run(ctx context.Context) error {
+	hctx, stopHost := context.WithCancel(ctx)
+	var hwg sync.WaitGroup
+	hwg.Add(1)
+	go func() {
+		defer hwg.Done()
+		a.hostRecords(hctx)
+	}()
+	defer hwg.Wait()
+	defer stopHost()
 	for ctx.Err() == nil {
 		if a.cfg.MaxResults > 0 && a.resultsDone() >= a.cfg.MaxResults {
 			return nil
@@ -208,15 +302,58 @@ func (a *Agent) policy() backoff.Policy {
 
 // retry runs op with the agent's backoff, showing waits in the status.
 func (a *Agent) retry(ctx context.Context, what string, op func(ctx context.Context) error) error {
-	return backoff.Retry(ctx, a.policy(), func(ctx context.Context) error {
+	err := backoff.Retry(ctx, a.policy(), func(ctx context.Context) error {
 		return apiclient.ForRetry(op(ctx))
 	}, func(err error, wait time.Duration) {
 		a.log.Warn("retrying", "what", what, "err", err, "wait", wait.Round(time.Millisecond))
+		a.metrics.errors.WithLabelValues("retried").Inc()
 		now := a.cfg.Now()
 		a.update(func(s *localapi.Status) {
 			s.LastError, s.LastErrorAt = fmt.Sprintf("%s: %v (retrying in %s)", what, err, wait.Round(time.Second)), &now
+			if apiclient.Retryable(err) {
+				s.ServerError = fmt.Sprintf("%s: %v", what, err)
+			}
 		})
 	})
+	if err == nil {
+		a.serverOK()
+	}
+	return err
+}
+
+// serverOK clears ServerError after a call to the server succeeded.
+func (a *Agent) serverOK() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.st.ServerError != "" {
+		a.st.ServerError = ""
+		a.touchLocked()
+	}
+}
+
+// hostRecords reads the host's record from the server every HostPoll and after every
+// upload, until ctx ends. A failure keeps the last record.
+func (a *Agent) hostRecords(ctx context.Context) {
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		h, err := a.cfg.API.HostInfo(rctx)
+		cancel()
+		switch {
+		case err == nil:
+			now := a.cfg.Now()
+			a.update(func(s *localapi.Status) {
+				s.Host = &localapi.Host{Credit: h.Credit, ResultsValid: h.ResultsValid, ResultsInvalid: h.ResultsInvalid, ErrorRate: h.ErrorRate, FetchedAt: now}
+			})
+		case ctx.Err() == nil:
+			a.log.Debug("host record", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.hostNow:
+		case <-time.After(a.cfg.HostPoll):
+		}
+	}
 }
 
 func (a *Agent) turn(ctx context.Context) error {
@@ -255,12 +392,12 @@ func (a *Agent) turn(ctx context.Context) error {
 func (a *Agent) gate(ctx context.Context) error {
 	for {
 		a.mu.Lock()
-		paused, wake := a.paused, a.wake
+		paused, wake, until := a.paused, a.wake, a.st.PausedUntil
 		a.mu.Unlock()
 		p := a.cfg.Prefs.Get()
 		state, reason := "", ""
 		if paused {
-			state, reason = localapi.StatePaused, "paused by the volunteer"
+			state, reason = localapi.StatePaused, pausedReason(until)
 		} else if w, err := localapi.ParseWindow(p.TimeWindow); err == nil && !w.Contains(a.cfg.Now()) {
 			state, reason = localapi.StateWaiting, fmt.Sprintf("outside the time window %s", p.TimeWindow)
 		} else if p.RunOnlyWhenIdle {
@@ -365,7 +502,7 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 	wu := &d.WorkUnit
 	a.update(func(s *localapi.Status) {
 		s.State, s.Reason = localapi.StateWorking, ""
-		s.WorkUnit = &localapi.WorkUnit{ID: wu.ID, CampaignID: wu.CampaignID, Round: wu.Round, Phase: localapi.PhaseDownloading, Deadline: wu.Deadline}
+		s.WorkUnit = &localapi.WorkUnit{ID: wu.ID, CampaignID: wu.CampaignID, Round: wu.Round, Phase: localapi.PhaseDownloading, Deadline: wu.Deadline, Epochs: wu.Hyper.Epochs}
 	})
 	defer a.update(func(s *localapi.Status) { s.WorkUnit = nil })
 
@@ -430,6 +567,7 @@ func (a *Agent) runWorkUnit(ctx context.Context, d *checkpoint.Descriptor) error
 	}
 	a.update(func(s *localapi.Status) {
 		s.WorkUnit.Phase, s.WorkUnit.Progress, s.WorkUnit.Resumed = localapi.PhaseTraining, job.Progress(), meta != nil
+		s.WorkUnit.StartedAt = time.Now()
 	})
 	epoch, err := a.train(ctx, d, job)
 	switch {
@@ -485,6 +623,7 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) (i
 	defer cancel(nil) // runs first
 
 	lastCkpt := time.Now()
+	startProg := job.Progress()
 	dirty := false
 	var info StepInfo
 	saveCkpt := func() error {
@@ -522,6 +661,7 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) (i
 	thr := &throttle{account: func(busy, slept time.Duration) {
 		a.update(func(s *localapi.Status) {
 			s.BusySeconds += busy.Seconds()
+			a.metrics.training.Add(busy.Seconds())
 			s.ThrottledSeconds += slept.Seconds()
 		})
 	}}
@@ -553,6 +693,7 @@ func (a *Agent) train(ctx context.Context, d *checkpoint.Descriptor, job Job) (i
 		pr.mu.Unlock()
 		a.update(func(s *localapi.Status) {
 			if s.WorkUnit != nil {
+				s.WorkUnit.SecondsLeft = secondsLeft(startProg, prog, time.Since(s.WorkUnit.StartedAt))
 				s.WorkUnit.Progress, s.WorkUnit.Epoch, s.WorkUnit.Loss = prog, info.Epoch, info.Loss
 			}
 		})
@@ -662,12 +803,15 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 	var resp *protocol.ResultResponse
 	err := a.retry(ctx, fmt.Sprintf("upload result %d", r.WorkUnit), func(ctx context.Context) error {
 		var err error
+		a.metrics.upload.Add(float64(len(delta)))
 		resp, err = a.cfg.API.UploadResult(ctx, r.WorkUnit, apiclient.Result{Delta: delta, SHA256: r.SHA256, Samples: r.Samples, Loss: r.Loss})
 		return err
 	})
 	switch {
 	case err == nil:
 		a.log.Info("result accepted", "work_unit", r.WorkUnit, "outcome", resp.Outcome, "round", resp.Round, "credit", resp.Credit, "replayed", resp.Replayed)
+		a.metrics.units.WithLabelValues(resp.Outcome).Inc()
+		a.metrics.samples.Add(float64(r.Samples))
 		a.update(func(s *localapi.Status) {
 			if resp.Outcome == protocol.OutcomeLate {
 				s.Late++
@@ -677,17 +821,24 @@ func (a *Agent) upload(ctx context.Context, r *checkpoint.Result, delta []byte) 
 		})
 	case errors.Is(err, apiclient.ErrLate):
 		a.log.Warn("result late: the round closed without it", "work_unit", r.WorkUnit)
+		a.metrics.units.WithLabelValues(protocol.OutcomeLate).Inc()
+		a.metrics.samples.Add(float64(r.Samples))
 		a.update(func(s *localapi.Status) { s.Late++ })
 	case ctx.Err() != nil, errors.Is(err, apiclient.ErrUnauthorized), errors.Is(err, apiclient.ErrUpgrade):
 		return err // shutdown, a forgotten host or an old client: the result stays on disk
 	default:
 		// A final answer (closed work unit, invalid delta, too large ...): sending the
 		// same bytes again cannot change it.
+		a.metrics.units.WithLabelValues("dropped").Inc()
 		a.fail(fmt.Errorf("result %d dropped: %w", r.WorkUnit, err))
 	}
 	a.mu.Lock()
 	a.results++
 	a.mu.Unlock()
+	select {
+	case a.hostNow <- struct{}{}:
+	default: // a read is already asked for
+	}
 	return a.work.Clear()
 }
 
@@ -726,6 +877,15 @@ func (t *throttle) end(ctx context.Context, limit int) error {
 	t.over = min(slept-need, time.Second)
 	t.account(busy, slept)
 	return err
+}
+
+// secondsLeft extrapolates the training time left from the progress made since this
+// run of training started (from from to now, in elapsed); 0 when nothing is known yet.
+func secondsLeft(from, now float64, elapsed time.Duration) float64 {
+	if now <= from || now >= 1 || elapsed <= 0 {
+		return 0
+	}
+	return elapsed.Seconds() * (1 - now) / (now - from)
 }
 
 // verifyFile checks a file against its sha256.

@@ -61,7 +61,7 @@ func TestDivergedUnitIsReported(t *testing.T) {
 			srv.Fail(http.MethodPost, protocol.WorkPath(id, "failure"), http.StatusServiceUnavailable, 2)
 		}, 1, "loss is NaN", 5.0 / 20, "reported to the server"},
 		{"campaign stopped", divergence{at: 5, loss: math.NaN()}, func(srv *fakeserver.Server, id int64) {
-			srv.SetClosed(id) // heartbeats and the report answer wu_closed
+			srv.CloseOnFailure(id) // the report answers wu_closed
 		}, 1, "loss is NaN", 5.0 / 20, "server had already closed it"},
 		{"server without failure reports", divergence{at: 5, loss: math.NaN()}, func(srv *fakeserver.Server, id int64) {
 			srv.Fail(http.MethodPost, protocol.WorkPath(id, "failure"), http.StatusNotFound, 1)

@@ -312,10 +312,12 @@ func (h *harness) run(n int, mod func(*agent.Config)) *agent.Agent {
 	return a
 }
 
-// waitFor polls cond for up to 30 s.
+// waitFor polls cond for up to 3 minutes: long enough for CPU-bound waits (a work
+// unit of burned batches) on a machine busy with other tests; a condition that holds
+// sooner ends the wait sooner.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	poll.Until(t, 30*time.Second, what, cond)
+	poll.Until(t, 3*time.Minute, what, cond)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -157,6 +157,15 @@ func (c *Client) UpdateHost(ctx context.Context, req protocol.HostUpdateRequest)
 	return c.doJSON(ctx, http.MethodPatch, protocol.DetachPath, req, nil)
 }
 
+// HostInfo is GET /api/v1/hosts/self: the host's record (credit, results).
+func (c *Client) HostInfo(ctx context.Context) (*protocol.HostInfo, error) {
+	var out protocol.HostInfo
+	if err := c.doJSON(ctx, http.MethodGet, protocol.HostSelfPath, nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RequestWork is POST /api/v1/work.
 func (c *Client) RequestWork(ctx context.Context, req protocol.WorkRequest) (*protocol.WorkResponse, error) {
 	var out protocol.WorkResponse

@@ -9,9 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/texgrid/texgrid/volunteer-client/localapi"
 )
 
 // Version is the client's version, sent at registration and shown in status.
@@ -125,17 +126,6 @@ func parse(fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func defaultStateDir(env *Env) string {
-	if d := env.Getenv("TEXGRID_STATE_DIR"); d != "" {
-		return d
-	}
-	if d := env.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "texgrid-volunteer")
-	}
-	if h := env.Getenv("HOME"); h != "" {
-		return filepath.Join(h, ".local", "state", "texgrid-volunteer")
-	}
-	return ".texgrid-volunteer"
-}
+func defaultStateDir(env *Env) string { return localapi.DefaultStateDir(env.Getenv) }
 
 func trimURL(u string) string { return strings.TrimRight(u, "/") }

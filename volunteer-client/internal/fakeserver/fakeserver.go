@@ -41,21 +41,22 @@ type Upload struct {
 
 // Server is the fake. Its methods are safe for concurrent use.
 type Server struct {
-	mu       sync.Mutex
-	addr     string
-	ln       net.Listener
-	srv      *http.Server
-	hosts    map[string]int64 // token -> host id
-	nextHost int64
-	queue    []*protocol.WorkUnit
-	issued   map[int64]*protocol.WorkUnit
-	blobs    map[string][]byte
-	late     map[int64]bool
-	closed   map[int64]bool
-	abort    map[int64]string
-	accepted map[int64]string // wu -> sha of the accepted body
-	dropAns  map[int64]int    // wu -> answers to drop after processing the upload
-	faults   []fault
+	mu          sync.Mutex
+	addr        string
+	ln          net.Listener
+	srv         *http.Server
+	hosts       map[string]int64 // token -> host id
+	nextHost    int64
+	queue       []*protocol.WorkUnit
+	issued      map[int64]*protocol.WorkUnit
+	blobs       map[string][]byte
+	late        map[int64]bool
+	closed      map[int64]bool
+	closeOnFail map[int64]bool // close a unit when its failure report arrives
+	abort       map[int64]string
+	accepted    map[int64]string // wu -> sha of the accepted body
+	dropAns     map[int64]int    // wu -> answers to drop after processing the upload
+	faults      []fault
 
 	// Records.
 	Uploads      []Upload
@@ -80,7 +81,7 @@ type fault struct {
 func Start() (*Server, error) {
 	s := &Server{
 		hosts: map[string]int64{}, issued: map[int64]*protocol.WorkUnit{}, blobs: map[string][]byte{},
-		late: map[int64]bool{}, closed: map[int64]bool{}, abort: map[int64]string{}, accepted: map[int64]string{}, dropAns: map[int64]int{},
+		late: map[int64]bool{}, closed: map[int64]bool{}, closeOnFail: map[int64]bool{}, abort: map[int64]string{}, accepted: map[int64]string{}, dropAns: map[int64]int{},
 		Heartbeats: map[int64][]protocol.HeartbeatRequest{}, Failures: map[int64][]protocol.FailureRequest{}, Hits: map[string]int{},
 	}
 	if err := s.listen("127.0.0.1:0"); err != nil {
@@ -172,6 +173,11 @@ func (s *Server) SetLate(id int64) { s.mu.Lock(); s.late[id] = true; s.mu.Unlock
 
 // SetClosed makes uploads and heartbeats of a work unit answer 409 wu_closed.
 func (s *Server) SetClosed(id int64) { s.mu.Lock(); s.closed[id] = true; s.mu.Unlock() }
+
+// CloseOnFailure closes a work unit when its failure report arrives (the report answers
+// wu_closed), as when a campaign is stopped while the host is reporting; heartbeats
+// before the report see the unit open, so a test does not depend on which comes first.
+func (s *Server) CloseOnFailure(id int64) { s.mu.Lock(); s.closeOnFail[id] = true; s.mu.Unlock() }
 
 // SetAbort makes heartbeats of a work unit answer abort with reason.
 func (s *Server) SetAbort(id int64, reason string) { s.mu.Lock(); s.abort[id] = reason; s.mu.Unlock() }
@@ -274,7 +280,6 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusUnauthorized, protocol.CodeUnauthorized, "unknown host token")
 		return
 	}
-	_ = host
 	switch {
 	case p == protocol.DetachPath && r.Method == http.MethodDelete:
 		s.mu.Lock()
@@ -282,6 +287,17 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.Detached++
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusNoContent)
+	case p == protocol.HostSelfPath && r.Method == http.MethodGet:
+		s.mu.Lock()
+		valid := 0
+		for _, u := range s.Uploads {
+			if u.Outcome == protocol.OutcomeAccepted || u.Outcome == protocol.OutcomeLate {
+				valid++
+			}
+		}
+		s.mu.Unlock()
+		// One credit per accepted result, as the fake's result answers say.
+		writeJSON(w, protocol.HostInfo{HostID: host, Credit: float64(valid), ResultsValid: valid, LastContact: time.Now()})
 	case p == protocol.DetachPath && r.Method == http.MethodPatch:
 		var req protocol.HostUpdateRequest
 		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
@@ -405,6 +421,9 @@ func (s *Server) failure(w http.ResponseWriter, r *http.Request, id int64) {
 		return
 	}
 	s.Failures[id] = append(s.Failures[id], req)
+	if s.closeOnFail[id] {
+		s.closed[id] = true
+	}
 	if s.closed[id] {
 		writeErr(w, http.StatusConflict, protocol.CodeWUClosed, "work unit closed")
 		return

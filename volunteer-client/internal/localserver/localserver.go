@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,9 +28,23 @@ import (
 // Controller is what the API controls: the agent.
 type Controller interface {
 	Status() localapi.Status
+	// WaitChange returns the Status once its Seq is above after, or when ctx ends.
+	WaitChange(ctx context.Context, after uint64) localapi.Status
 	Pause()
+	PauseFor(d time.Duration) // pause, then resume by itself after d
 	Resume()
+	Touch() // the Status shows something that changed outside the controller (preferences)
 }
+
+// MetricsSource is a Controller that also has Prometheus metrics; the API serves them
+// at GET PathMetrics, behind the same token as everything else, so only who can read
+// the state directory (and a Prometheus given the token file) sees them.
+type MetricsSource interface {
+	MetricsHandler() http.Handler
+}
+
+// PathMetrics is where the local API serves the client's metrics.
+const PathMetrics = "/metrics"
 
 // Server is a running local API.
 type Server struct {
@@ -38,6 +53,7 @@ type Server struct {
 	dir   *state.Dir
 	srv   *http.Server
 	done  chan struct{}
+	stop  context.CancelFunc // ends the requests' context: long waits return at Close
 }
 
 // Start listens on 127.0.0.1:0, writes the address and token files and serves until
@@ -60,7 +76,10 @@ func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("local api address: %w", err)
 	}
-	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second}
+	base, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.srv = &http.Server{Handler: Handler(s.token, c, p), ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
 	go func() {
 		defer close(s.done)
 		s.srv.Serve(ln)
@@ -72,6 +91,7 @@ func Start(dir *state.Dir, c Controller, p *prefs.Store) (*Server, error) {
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	s.stop() // a tray's pending wait answers now instead of holding Shutdown
 	err := s.srv.Shutdown(ctx)
 	<-s.done
 	os.Remove(s.dir.File(localapi.AddrFile))
@@ -85,8 +105,39 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 	mux.HandleFunc("GET "+localapi.PathState, func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, c.Status())
 	})
+	mux.HandleFunc("GET "+localapi.PathWait, func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		after, err := strconv.ParseUint(q.Get("after"), 10, 64)
+		if err != nil {
+			reply(w, http.StatusBadRequest, localapi.Error{Message: fmt.Sprintf("wait: after = %q, want the seq of the last Status seen (an unsigned integer)", q.Get("after"))})
+			return
+		}
+		timeout := 30 * time.Second
+		if v := q.Get("timeout"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || time.Duration(n)*time.Second > localapi.MaxWait {
+				reply(w, http.StatusBadRequest, localapi.Error{Message: fmt.Sprintf("wait: timeout = %q, want whole seconds 1..%d", v, int(localapi.MaxWait/time.Second))})
+				return
+			}
+			timeout = time.Duration(n) * time.Second
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		reply(w, http.StatusOK, c.WaitChange(ctx, after))
+	})
 	mux.HandleFunc("POST "+localapi.PathPause, func(w http.ResponseWriter, r *http.Request) {
-		c.Pause()
+		v := r.URL.Query().Get("for")
+		if v == "" {
+			c.Pause()
+			reply(w, http.StatusOK, c.Status())
+			return
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Second || d > localapi.MaxSnooze {
+			reply(w, http.StatusBadRequest, localapi.Error{Message: fmt.Sprintf("pause: for = %q, want a duration such as \"1h\" between 1s and %s", v, localapi.MaxSnooze)})
+			return
+		}
+		c.PauseFor(d)
 		reply(w, http.StatusOK, c.Status())
 	})
 	mux.HandleFunc("POST "+localapi.PathResume, func(w http.ResponseWriter, r *http.Request) {
@@ -113,14 +164,19 @@ func Handler(token string, c Controller, p *prefs.Store) http.Handler {
 			reply(w, http.StatusInternalServerError, localapi.Error{Message: err.Error()})
 			return
 		}
+		c.Touch()
 		reply(w, http.StatusOK, np)
 	})
+	if ms, ok := c.(MetricsSource); ok {
+		mux.Handle("GET "+PathMetrics, ms.MetricsHandler())
+	}
 	mux.HandleFunc("DELETE "+localapi.PathPreferences, func(w http.ResponseWriter, r *http.Request) {
 		np, err := p.Reset()
 		if err != nil {
 			reply(w, http.StatusInternalServerError, localapi.Error{Message: err.Error()})
 			return
 		}
+		c.Touch()
 		reply(w, http.StatusOK, np)
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -46,6 +46,9 @@ const (
 type gen struct {
 	buf bytes.Buffer
 	pfb int // when > 0, kernel prefetches the row of B pfb steps ahead
+	// masked makes the AVX2 kernel's last vector of B and C a masked one, the first
+	// tail columns of it (an argument) loaded and stored and the rest left alone.
+	masked bool
 }
 
 func (g *gen) f(format string, args ...any) { fmt.Fprintf(&g.buf, format+"\n", args...) }
@@ -312,11 +315,26 @@ func (g *gen) transposeBlock(masked bool) {
 func (g *gen) avx2Kernel(nv int) {
 	const rows, unroll = 4, 4
 	name := fmt.Sprintf("AVX2x%dx%d", rows, 8*nv)
+	if g.pfb > 0 {
+		name += "PFB"
+	}
+	if g.masked {
+		name += "M"
+	}
+	// The masked kernels keep the address of their lane mask in R14 (free once C is
+	// prefetched) and load it where needed: no YMM register is spare with 12 accumulators.
+	const maskAddr = "(R14)"
 	yacc := func(r, v int) string { return fmt.Sprintf("Y%d", r*nv+v) }
 	bReg := func(v int) string { return fmt.Sprintf("Y%d", 12+v) }
 	const bc = "Y15"
-	g.f("// func %s(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)", name)
-	g.f("TEXT ·%s(SB), NOSPLIT, $0-88", name)
+	if g.masked {
+		g.f("// func %s(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int)", name)
+		g.f("TEXT ·%s(SB), NOSPLIT, $0-96", name)
+		// Lanes 0..tail-1 of the mask are all ones: 8-tail floats into the table.
+	} else {
+		g.f("// func %s(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)", name)
+		g.f("TEXT ·%s(SB), NOSPLIT, $0-88", name)
+	}
 	g.f("\tMOVQ k+0(FP), %s", regK)
 	g.f("\tMOVQ a+8(FP), %s", regA)
 	g.f("\tMOVQ arow+16(FP), %s", regARow)
@@ -339,6 +357,14 @@ func (g *gen) avx2Kernel(nv int) {
 		g.f("\tPREFETCHT0 %d(R14)", 32*nv-1)
 		g.f("\tADDQ %s, R14", regLdc)
 	}
+	if g.masked {
+		// Lanes 0..tail-1 of the mask are all ones: 8-tail floats into the table.
+		g.f("\tMOVQ tail+88(FP), AX")
+		g.f("\tSHLQ $2, AX")
+		g.f("\tLEAQ laneMask<>+32(SB), R14")
+		g.f("\tSUBQ AX, R14")
+		g.f("\tMOVQ a+8(FP), %s", regA)
+	}
 	for r := 0; r < rows; r++ {
 		for v := 0; v < nv; v++ {
 			g.f("\tVXORPS %s, %s, %s", yacc(r, v), yacc(r, v), yacc(r, v))
@@ -346,8 +372,20 @@ func (g *gen) avx2Kernel(nv int) {
 	}
 	rowAddr := []string{"(" + regA + ")", "(" + regA + ")(" + regARow + "*1)", "(" + regA + ")(" + regARow + "*2)", "(" + regA + ")(" + regARow3 + "*1)"}
 	step := func() {
+		if g.pfb > 0 {
+			// Every line the row's 32*nv bytes can touch, whatever their alignment.
+			for off := 0; off < 32*nv; off += 64 {
+				g.f("\tPREFETCHT0 %d(%s)(%s*%d)", off, regB, regBStr, g.pfb)
+			}
+			g.f("\tPREFETCHT0 %d(%s)(%s*%d)", 32*nv-1, regB, regBStr, g.pfb)
+		}
 		for v := 0; v < nv; v++ {
-			g.f("\tVMOVUPS %d(%s), %s", 32*v, regB, bReg(v))
+			if g.masked && v == nv-1 {
+				g.f("\tVMOVUPS %s, %s", maskAddr, bReg(v))
+				g.f("\tVMASKMOVPS %d(%s), %s, %s", 32*v, regB, bReg(v), bReg(v))
+			} else {
+				g.f("\tVMOVUPS %d(%s), %s", 32*v, regB, bReg(v))
+			}
 		}
 		for r := 0; r < rows; r++ {
 			g.f("\tVBROADCASTSS %s, %s", rowAddr[r], bc)
@@ -386,7 +424,12 @@ func (g *gen) avx2Kernel(nv int) {
 		g.f("\tTESTL $%d, %s", flagLoadC, regFlags)
 		g.f("\tJEQ noload%s", l)
 		for v := 0; v < nv; v++ {
-			g.f("\tVMOVUPS %d(%s), %s", 32*v, regC, yTmp)
+			if g.masked && v == nv-1 {
+				g.f("\tVMOVUPS %s, %s", maskAddr, yTmp)
+				g.f("\tVMASKMOVPS %d(%s), %s, %s", 32*v, regC, yTmp, yTmp)
+			} else {
+				g.f("\tVMOVUPS %d(%s), %s", 32*v, regC, yTmp)
+			}
 			g.f("\tVFMADD231PS %s, %s, %s", yTmp, yBeta, yacc(r, v))
 		}
 		g.f("noload%s:", l)
@@ -404,7 +447,12 @@ func (g *gen) avx2Kernel(nv int) {
 		}
 		g.f("norelu%s:", l)
 		for v := 0; v < nv; v++ {
-			g.f("\tVMOVUPS %s, %d(%s)", yacc(r, v), 32*v, regC)
+			if g.masked && v == nv-1 {
+				g.f("\tVMOVUPS %s, %s", maskAddr, yTmp)
+				g.f("\tVMASKMOVPS %s, %s, %d(%s)", yacc(r, v), yTmp, 32*v, regC)
+			} else {
+				g.f("\tVMOVUPS %s, %d(%s)", yacc(r, v), 32*v, regC)
+			}
 		}
 		if r < rows-1 {
 			g.f("\tADDQ %s, %s", regLdc, regC)
@@ -490,6 +538,27 @@ func main() {
 	for _, nv := range widths {
 		g.avx2Kernel(nv)
 	}
+	g.pfb = 8
+	for _, nv := range widths {
+		g.avx2Kernel(nv)
+	}
+	g.pfb = 0
+	// The ragged right edge of a matrix: one masked vector after the whole ones.
+	g.f("// laneMask is 8 lanes of ones then 8 of zeros: 32 bytes from 4*(8-t) in, the mask of t lanes.")
+	for i := 0; i < 16; i++ {
+		v := 0
+		if i < 8 {
+			v = -1
+		}
+		g.f("DATA laneMask<>+%d(SB)/4, $%d", 4*i, v)
+	}
+	g.f("GLOBL laneMask<>(SB), RODATA|NOPTR, $64")
+	g.f("")
+	g.masked = true
+	for _, nv := range widths {
+		g.avx2Kernel(nv)
+	}
+	g.masked = false
 	g.transposeAVX2()
 	g.transpose()
 	if err := os.WriteFile("kernels_amd64.s", g.buf.Bytes(), 0o644); err != nil {

@@ -15,7 +15,10 @@
 // (packed, or by rows) and costs when every k step of A is a new line (A^T in place).
 //
 // The AVX2 kernels, for CPUs without AVX-512, compute 4 x (8*nv) tiles the same way
-// (4 rows of A read) but have no masks: their tiles are whole 8-float vectors wide.
+// (4 rows of A read). Their plain and PFB variants are whole 8-float vectors wide; the
+// M variants take the columns of their last vector (tail, 1..8) and load and store it
+// with VMASKMOVPS, which neither reads nor writes the lanes past tail, so a ragged
+// right edge runs in assembly too.
 //
 // Transpose8 is the packers' workhorse: an 8 x 16 block transposed in registers.
 // Callers check bounds; the kernels trust their arguments.

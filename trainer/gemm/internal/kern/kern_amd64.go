@@ -68,3 +68,36 @@ func AVX2x4x24(k int, a *float32, arow, astep int, b *float32, bstride int, c *f
 //
 //go:noescape
 func Transpose8AVX2(src *float32, lds int, dst *float32, ldd int, blocks int)
+
+// AVX2x4x8PFB is AVX2x4x8 prefetching the row of B 8 steps ahead.
+//
+//go:noescape
+func AVX2x4x8PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)
+
+// AVX2x4x16PFB is AVX2x4x16 prefetching the row of B 8 steps ahead.
+//
+//go:noescape
+func AVX2x4x16PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)
+
+// AVX2x4x24PFB is AVX2x4x24 prefetching the row of B 8 steps ahead.
+//
+//go:noescape
+func AVX2x4x24PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32)
+
+// AVX2x4x8M is AVX2x4x8 with only the first tail (1..8) columns of its last
+// vector of B and C read and written, for a matrix's ragged right edge.
+//
+//go:noescape
+func AVX2x4x8M(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int)
+
+// AVX2x4x16M is AVX2x4x16 with only the first tail (1..8) columns of its last
+// vector of B and C read and written, for a matrix's ragged right edge.
+//
+//go:noescape
+func AVX2x4x16M(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int)
+
+// AVX2x4x24M is AVX2x4x24 with only the first tail (1..8) columns of its last
+// vector of B and C read and written, for a matrix's ragged right edge.
+//
+//go:noescape
+func AVX2x4x24M(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int)

@@ -62,3 +62,33 @@ func AVX512x8x32PFB(k int, a *float32, arow, astep int, b *float32, bstride int,
 func AVX512x8x48PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, mask uint16, flags uint32, beta float32, bias *float32) {
 	panic("kern: no assembly kernels in this build")
 }
+
+// AVX2x4x8PFB is never called when AvailableAVX2 is false.
+func AVX2x4x8PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x16PFB is never called when AvailableAVX2 is false.
+func AVX2x4x16PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x24PFB is never called when AvailableAVX2 is false.
+func AVX2x4x24PFB(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x8M is never called when AvailableAVX2 is false.
+func AVX2x4x8M(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x16M is never called when AvailableAVX2 is false.
+func AVX2x4x16M(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int) {
+	panic("kern: no assembly kernels in this build")
+}
+
+// AVX2x4x24M is never called when AvailableAVX2 is false.
+func AVX2x4x24M(k int, a *float32, arow, astep int, b *float32, bstride int, c *float32, ldc, rows int, flags uint32, beta float32, bias *float32, tail int) {
+	panic("kern: no assembly kernels in this build")
+}
