@@ -61,6 +61,9 @@ type modeResult struct {
 	Late         int     `json:"late"`
 	Stale        int     `json:"stale"`
 	TotalSeconds float64 `json:"total_seconds"`
+	// Partial marks a run stopped before its last version (read back from its server's
+	// database); its figures cover the versions it finished.
+	Partial bool `json:"partial,omitempty"`
 }
 
 // TestCompareModes is the measured comparison of issue 13 (make compare; not part of
@@ -210,6 +213,14 @@ func runMode(t *testing.T, r modeRun, data string) modeResult {
 	return res
 }
 
+// label names a run in the legend, saying when it was stopped early.
+func label(r modeResult) string {
+	if r.Partial {
+		return fmt.Sprintf("%s (stopped, %d versions)", r.Run, r.Versions)
+	}
+	return r.Run
+}
+
 func appendJSONLine(t *testing.T, path string, v any) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -269,7 +280,7 @@ func plotSVG(rs []modeResult) string {
 		}
 		ly := top + 20 + 20*float64(i)
 		fmt.Fprintf(&b, `<line x1="%g" y1="%g" x2="%g" y2="%g" stroke="%s" stroke-width="2"/><text x="%g" y="%g">%s</text>`+"\n",
-			w-right+30, ly, w-right+50, ly, c, w-right+55, ly+4, r.Run)
+			w-right+30, ly, w-right+50, ly, c, w-right+55, ly+4, label(r))
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
