@@ -450,9 +450,8 @@ func serverUnits(t *testing.T, ctx context.Context, tg *user.User) {
 	}
 	// They run as the texgrid user and keep their state in /var/lib/texgrid.
 	for _, cmd := range procs {
-		var pid int
 		// setpriv execs the server in place: same pid.
-		pid = cmd.Process.Pid
+		pid := cmd.Process.Pid
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
 			t.Fatal(err)
