@@ -367,24 +367,6 @@ func TestMissingLibraryChild(t *testing.T) {
 	t.Logf("error: %v", err)
 }
 
-// repoRoot walks up from the package directory to go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		if filepath.Dir(dir) == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = filepath.Dir(dir)
-	}
-}
-
 func TestClassifyImageMatchesGoEngine(t *testing.T) {
 	requireORT(t)
 	t.Parallel()

@@ -489,7 +489,7 @@ func TestTrayOnSessionBus(t *testing.T) {
 		st, err := lc.State(ctx)
 		return err == nil && st.State == localapi.StatePaused && st.PausedUntil != nil
 	})
-	if st, _ := lc.State(ctx); st.PausedUntil.Sub(time.Now()) < 59*time.Minute || st.PausedUntil.Sub(time.Now()) > 61*time.Minute {
+	if st, _ := lc.State(ctx); time.Until(*st.PausedUntil) < 59*time.Minute || time.Until(*st.PausedUntil) > 61*time.Minute {
 		t.Errorf("snoozed until %s, want about an hour from now", st.PausedUntil)
 	}
 	waitFor(t, 5*time.Second, "the snoozed title", func() bool { return strings.HasPrefix(it.title(t), "texgrid: snoozed until") })
